@@ -64,6 +64,8 @@ class ModelSpec(_Strict):
     drop_path: float = Field(ge=0.0, lt=1.0)
     layer_scale: Optional[PositiveFloat] = None
     attn_path: Literal["auto", "fused", "explicit"] = "auto"
+    # --- token-mixer, normaliser and block options (issue 3) go here, each with a default ----------
+    # --- tokenizer options (T2T, issue 6) go here, each with a default --------------------------------
 
 
     @model_validator(mode="after")
@@ -125,8 +127,9 @@ class RunSpec(_Strict):
     log: LogSpec = LogSpec()
 
     def semantic(self) -> dict[str, Any]:
-        """The spec as plain data without its cosmetic sections."""
-        return self.model_dump(mode="json", exclude=set(COSMETIC_KEYS))
+        """The spec as plain data without its cosmetic sections, and without options left at their
+        declared defaults (so adding a new option with a default keeps every existing run id)."""
+        return self.model_dump(mode="json", exclude=set(COSMETIC_KEYS), exclude_defaults=True)
 
     def digest(self, length: int = 8) -> str:
         blob = json.dumps(self.semantic(), sort_keys=True, separators=(",", ":"))

@@ -20,6 +20,12 @@ def mixer_layer(spec: ModelSpec):
     return partial(MIXERS.get(spec.mixer), **kwargs)
 
 
+def tokenizer_layer(spec: ModelSpec):
+    """The tokenizer class with its spec-derived options bound; the body calls it as
+    `tokenizer_layer(img_size, patch_size, in_chans, embed_dim)`."""
+    return TOKENIZERS.get(spec.tokenizer)
+
+
 def build_model(spec: ModelSpec) -> VisionTransformer:
     return VisionTransformer(
         img_size=spec.img_size,
@@ -29,7 +35,7 @@ def build_model(spec: ModelSpec) -> VisionTransformer:
         embed_dim=spec.embed_dim,
         depth=spec.depth,
         mlp_ratio=spec.mlp_ratio,
-        tokenizer_layer=TOKENIZERS.get(spec.tokenizer),
+        tokenizer_layer=tokenizer_layer(spec),
         position_layer=POSITIONS.get(spec.position),
         mixer_layer=mixer_layer(spec),
         pool_layer=HEADS.get(spec.head),

@@ -38,7 +38,7 @@ def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw:
 
 
 # name -> {"args": model-spec overrides, "summary", "paper", "published": {params, macs, top1}}
-PRESETS: dict[str, dict[str, Any]] = {
+VIT_PRESETS: dict[str, dict[str, Any]] = {
     "vit_micro": {
         "args": _vit(64, 4, 4, patch_size=4, img_size=16, mlp_ratio=2.0),
         "summary": "a 4-block, 64-wide ViT with 4×4 patches on 16×16 images (digits, smoke grids)",
@@ -82,6 +82,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "published": {"params": 86e6, "macs": 17.6e9, "top1": 81.8},
     },
 }
+
+# Feed-forward-only and attention-only models (Melas-Kyriazi 2021): see FF_PRESETS below.
+FF_PRESETS: dict[str, dict[str, Any]] = {}
+
+# Tokens-to-Token ViT (Yuan et al. 2021) and its deep-narrow ablation.
+T2T_PRESETS: dict[str, dict[str, Any]] = {}
+
+PRESETS: dict[str, dict[str, Any]] = {**VIT_PRESETS, **FF_PRESETS, **T2T_PRESETS}
 
 
 def preset_args(name: str) -> dict[str, Any]:
