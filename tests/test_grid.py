@@ -38,7 +38,7 @@ def test_every_cell_writes_its_files(finished_grid):
         assert 0 <= record["metrics"]["test/acc1"] <= 100
         assert {"val/acc1", "val/loss", "test/acc5", "train/loss"} <= set(record["metrics"])
         assert record["cost"]["params"] > 0 and record["cost"]["macs"] > 0
-        assert record["attention_path"] == "explicit"
+        assert record["attention_path"] == "fused"  # fp32 on CPU: the fused kernel is faster
         assert (d / "last.ckpt").stat().st_size > 0
         assert list((d / "tb").glob("events.out.tfevents.*"))
         assert not list(d.glob(".*.tmp"))  # no leftovers of atomic writes

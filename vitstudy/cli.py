@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from vitstudy.manifest import ManifestError, load
 from vitstudy.registry import UnknownNameError
+from vitstudy.report import DEFAULT_METRICS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vitstudy plan M | head`
         sys.stderr.close()
         return EXIT_OK
+    except KeyboardInterrupt:  # the running cell keeps its last.ckpt and resumes on the next run-grid
+        print("\nvitstudy: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     except UnknownNameError as e:
         print(f"vitstudy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -46,20 +50,49 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path)
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="rerun (from scratch) the cells that failed, diverged or ran out of memory")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="cells trained at once (default: one per GPU, else 1; CPU threads are split)")
+    run.add_argument("--smoke", action="store_true",
+                     help="apply the manifest's smoke: overrides (tiny data and steps); own ids and folder")
     run.set_defaults(func=cmd_run_grid)
 
     plan = sub.add_parser("plan", help="list a manifest's cells with ids, status, params and MACs")
     plan.add_argument("manifest", type=Path)
     plan.add_argument("--out", type=Path, default=Path("results"))
+    plan.add_argument("--smoke", action="store_true", help="plan the smoke variant of the grid")
     plan.set_defaults(func=cmd_plan)
 
+    rep = sub.add_parser(
+        "report", help="tables (md, csv, tex, html) and plots from the files on disk",
+        description="One row per cell without its seed: mean ± std and n over finished seeds, failed and "
+                    "pending seeds footnoted, Δ to a baseline row, the manifest's expected (paper) values, "
+                    "cost columns. Writes table.{md,csv,tex,html}, accuracy_vs_cost.{png,svg} and "
+                    "val_acc_vs_epoch.{png,svg} into the grid's folder and prints one format.")
+    rep.add_argument("source", type=Path, help="a grid's results folder, or a manifest (then pending "
+                                               "cells are shown too)")
+    rep.add_argument("--out", type=Path, default=Path("results"), help="results root, for a manifest")
+    rep.add_argument("--rows", help="comma-separated axes that order the rows (e.g. position,head)")
+    rep.add_argument("--cols", help="comma-separated axes to pivot into columns")
+    rep.add_argument("--format", choices=("md", "csv", "tex", "html"), default="md", help="what to print")
+    rep.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                     help="comma-separated; best:M is M at the best-validation epoch (default: %(default)s)")
+    rep.add_argument("--baseline", help="the reference row, e.g. head=cls,position=learned (default: first)")
+    rep.add_argument("--to", type=Path, help="folder for the files (default: the grid's folder)")
+    rep.add_argument("--no-plots", action="store_true")
+    rep.set_defaults(func=cmd_report)
+
     prof = sub.add_parser(
-        "profile", help="parameters and MACs of a preset",
+        "profile", help="parameters, MACs (and, for a manifest, images/s) without training",
         description="Parameter count and MACs of a model preset, without training. MACs are the "
                     "multiply-accumulates of every linear and convolution layer plus the two attention "
                     "matrix products (q·kᵀ and weights·v) for one image; norms and activations are "
-                    "not counted.")
-    prof.add_argument("model", help="a preset name (see `vitstudy list`)")
+                    "not counted. Given a manifest: those of every cell, plus measured inference and "
+                    "training images/s on this machine's device, with random images.")
+    prof.add_argument("model", help="a preset name (see `vitstudy list`) or a manifest file")
+    prof.add_argument("--device", help="for a manifest: cpu, cuda, ... (default: cuda if available)")
+    prof.add_argument("--batch-size", type=int, help="for a manifest (default: each cell's data.batch_size)")
     prof.add_argument("--img-size", type=int)
     prof.add_argument("--num-classes", type=int)
     prof.add_argument("--in-chans", type=int)
@@ -68,7 +101,25 @@ def _parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="every registered mixer, normaliser, tokenizer, preset, dataset")
     lst.set_defaults(func=cmd_list)
+
+    bench = sub.add_parser(
+        "bench", help="training-step throughput of every mixer × normaliser, as ratios to timm's ViT",
+        description="Times a training step of every token mixer × normaliser against timm's "
+                    "VisionTransformer of the same dimensions in this process (interleaved rounds, "
+                    "median ratio); ratio > 1 means vitstudy is faster.")
+    bench.add_argument("what", choices=["mixers"], help="which benchmark")
+    bench.add_argument("--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"])
+    bench.add_argument("--rounds", type=int, default=5)
+    bench.add_argument("--only", nargs="+", help="variant labels, e.g. attention+softmax dwsa")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where JSON goes")
+    bench.set_defaults(func=cmd_bench)
     return p
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def _quiet_lightning() -> None:
@@ -79,40 +130,110 @@ def _quiet_lightning() -> None:
 
 
 def cmd_run_grid(args) -> int:
-    grid = load(args.manifest)  # every cell validated before anything runs
+    grid = load(args.manifest, smoke=args.smoke)  # every cell validated before anything runs
     _quiet_lightning()
-    from vitstudy import files
     from vitstudy.executors.local import run_local
-    from vitstudy.report import load_records, markdown_table
+    from vitstudy.report import for_manifest, write
 
-    print(f"grid '{grid.name}': {len(grid.cells)} cells -> {args.out / grid.name}")
-    counts = run_local(grid, args.out, fail_fast=args.fail_fast)
-    records = load_records(args.out / grid.name,
-                           [(c.run_id, c.spec.model_dump(mode="json")) for c in grid.cells])
-    table = markdown_table(records)
-    files.write_text(args.out / grid.name / "table.md", table)
+    folder = args.out / grid.folder
+    print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {folder}", flush=True)
+    progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
+                         workers=args.workers)
+    report, _ = for_manifest(args.manifest, args.out, smoke=args.smoke)
+    write(report, folder)  # table.{md,csv,tex,html} and the plots
     print()
-    print(table)
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"{summary}; table written to {args.out / grid.name / 'table.md'}")
-    bad = sum(n for s, n in counts.items() if s not in ("done", "skipped"))
+    print(report.render("md"))
+    print(f"{progress.summary()}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
+    bad = sum(n for s, n in progress.counts.items() if s not in ("done", "skipped"))
     return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_plan(args) -> int:
-    grid = load(args.manifest)
-    from vitstudy.profile import human, model_cost
-    from vitstudy.train import read_status
+    """The cells with status, params and MACs, and an ETA once some ran. Imports no training code
+    (no lightning): params and MACs come from a meta-device model, once per distinct model."""
+    grid = load(args.manifest, smoke=args.smoke)
+    from collections import Counter
+    from functools import lru_cache
 
-    print(f"grid '{grid.name}': {len(grid.cells)} cells")
+    from vitstudy import files
+    from vitstudy.locks import is_running
+    from vitstudy.profile import human, model_cost
+    from vitstudy.progress import duration, eta
+
+    cost = lru_cache(maxsize=None)(model_cost)
+    counts, walls, rows = Counter(), [], []
     for cell in grid.cells:
-        cost = model_cost(cell.spec.model)
-        status = read_status(args.out / grid.name / cell.run_id)
-        print(f"  {status:8s} {cell.run_id:60s} {human(cost.params):>7s} params {human(cost.macs):>7s} MACs")
+        run_dir = grid.cell_dir(args.out, cell)
+        record = files.read_json(run_dir / "metrics.json") or {}
+        status = record.get("status", "pending")
+        if status == "running" and not is_running(run_dir):
+            status = "interrupted"  # its process died: the next run-grid resumes it from last.ckpt
+        if status == "done" and record.get("wall_time_s"):
+            walls.append(float(record["wall_time_s"]))
+        counts[status] += 1
+        c = cost(cell.spec.model)
+        expect = " ".join(f"{k}={v:g}" for k, v in cell.expect.items())
+        rows.append(f"  {status:11s} {cell.grid}/{cell.run_id:60s} {human(c.params):>7s} params "
+                    f"{human(c.macs):>7s} MACs" + (f"  expect {expect}" if expect else ""))
+    print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {args.out / grid.folder}")
+    print("\n".join(rows))
+    left = counts["pending"] + counts["interrupted"] + counts["running"]
+    seconds = eta(walls, left)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{summary}" + (f"; about {duration(seconds)} left on one worker (median "
+                          f"{duration(sorted(walls)[len(walls) // 2])} per cell)" if seconds else ""))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from vitstudy.report import for_source, write
+
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
+    baseline = dict(kv.split("=", 1) for kv in split(args.baseline)) if args.baseline else None
+    try:
+        report, where = for_source(args.source, args.out, rows=split(args.rows), cols=split(args.cols),
+                                   metrics=split(args.metrics), baseline=baseline)
+    except ValueError as e:
+        print(f"vitstudy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    written = write(report, args.to or where, plots=not args.no_plots)
+    print(report.render(args.format), end="")
+    print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _profile_manifest(args) -> int:
+    import torch
+
+    from vitstudy.profile import human, measure_cost
+    from vitstudy.report import Run, group_runs
+
+    grid = load(args.model)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runs = [Run({"spec": c.spec.model_dump(mode="json")}, axes=tuple(c.axes)) for c in grid.cells]
+    axes, groups = group_runs(runs)
+    specs = {id(r.record): c.spec for r, c in zip(runs, grid.cells, strict=True)}
+    rows = []
+    for g in groups:
+        spec = specs[id(g.runs[0].record)]
+        cost = measure_cost(spec.model, args.batch_size or spec.data.batch_size, device)
+        rows.append({**{a.rsplit(".", 1)[-1]: g.label.get(a) for a in axes}, **cost})
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    head = [a.rsplit(".", 1)[-1] for a in axes] + ["params", "MACs", "infer img/s", "train img/s", "batch"]
+    print(f"grid '{grid.name}' on {device}: {len(groups)} cells (seeds aside), random images, no training")
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        labels = [str(r[h]) for h in head[: len(axes)]]
+        print("| " + " | ".join(labels + [human(r["params"]), human(r["macs"]), f"{r['infer_img_s']:,.0f}",
+                                           f"{r['train_img_s']:,.0f}", str(r["batch_size"])]) + " |")
     return EXIT_OK
 
 
 def cmd_profile(args) -> int:
+    if args.model.endswith((".yaml", ".yml")) or Path(args.model).is_file():
+        return _profile_manifest(args)
     from vitstudy.models.build import resolve_model
     from vitstudy.profile import human, model_cost
 
@@ -128,11 +249,30 @@ def cmd_profile(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    from vitstudy.bench import bench_mixers, format_mixers, write_json
+
+    for precision in args.precision:
+        result = bench_mixers(precision=precision, rounds=args.rounds, only=args.only)
+        print(format_mixers(result))
+        write_json(result, args.out / f"mixers_{precision}.json")
+    return EXIT_OK
+
+
 def cmd_list(args) -> int:
     from vitstudy.models.presets import PRESETS
-    from vitstudy.registry import DATASETS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS
+    from vitstudy.registry import (
+        CHANNEL_MIXERS,
+        DATASETS,
+        HEADS,
+        MIXERS,
+        NORMALIZERS,
+        POSITIONS,
+        TOKENIZERS,
+    )
 
-    for title, reg in (("mixers", MIXERS), ("normalizers", NORMALIZERS), ("tokenizers", TOKENIZERS),
+    for title, reg in (("mixers", MIXERS), ("normalizers", NORMALIZERS),
+                       ("channel mixers", CHANNEL_MIXERS), ("tokenizers", TOKENIZERS),
                        ("positions", POSITIONS), ("heads", HEADS), ("datasets", DATASETS)):
         print(f"{title}:")
         for e in reg.entries():

@@ -123,8 +123,80 @@ class SyntheticDataModule(TensorDataModule):
 
 
 def build_datamodule(dataset: str, img_size: int, batch_size: int, train_subset: int | None = None,
-                     shift: int = 0) -> TensorDataModule:
+                     shift: int = 0, root: str = "data", num_workers: int = 0) -> L.LightningDataModule:
+    """The dataset's DataModule; datasets read from disk also get their folder and loader workers."""
     from vitstudy.registry import DATASETS
 
-    return DATASETS.get(dataset)(img_size=img_size, batch_size=batch_size, train_subset=train_subset,
-                                 shift=shift)
+    kwargs = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, shift=shift)
+    if DATASETS.entry(dataset).meta.get("on_disk"):
+        kwargs.update(root=root, num_workers=num_workers)
+    return DATASETS.get(dataset)(**kwargs)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ImageNet-1k from the standard folder layout `<root>/imagenet/{train,val}/<wnid>/*.JPEG`,
+    read by DataLoader workers (too large to hold as tensors). Training: random-resized crop
+    (bicubic) and horizontal flip; evaluation: resize to img_size/0.875 and centre crop. The test
+    split is the validation set, as in every paper that reports ImageNet top-1. ImageNet cannot be
+    downloaded automatically: a missing folder is an error that says where to put it."""
+
+    num_classes, in_chans = 1000, 3
+
+    def __init__(self, img_size: int = 224, batch_size: int = 256, train_subset: int | None = None,
+                 shift: int = 0, root: str = "data", num_workers: int = 8):
+        super().__init__()
+        self.img_size, self.batch_size, self.train_subset = img_size, batch_size, train_subset
+        self.root, self.num_workers = root, num_workers
+        self.splits: dict = {}
+
+    def prepare_data(self) -> None:
+        from pathlib import Path
+
+        base = Path(self.root) / "imagenet"
+        missing = [s for s in ("train", "val") if not (base / s).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"ImageNet not found: {', '.join(str(base / s) for s in missing)} missing. Put the "
+                f"standard layout under {base}/ (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, val sorted "
+                "into class folders); it cannot be downloaded automatically (image-net.org). "
+                "`data.root` in the manifest sets the parent folder.")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from pathlib import Path
+
+        from torchvision import datasets, transforms
+        from torchvision.transforms import InterpolationMode
+
+        self.prepare_data()
+        norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        train_tf = transforms.Compose([
+            transforms.RandomResizedCrop(self.img_size, interpolation=InterpolationMode.BICUBIC),
+            transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+        eval_tf = transforms.Compose([
+            transforms.Resize(int(self.img_size / 0.875), interpolation=InterpolationMode.BICUBIC),
+            transforms.CenterCrop(self.img_size), transforms.ToTensor(), norm])
+        base = Path(self.root) / "imagenet"
+        train = datasets.ImageFolder(str(base / "train"), transform=train_tf)
+        if self.train_subset:
+            train = torch.utils.data.Subset(train, range(min(self.train_subset, len(train))))
+        val = datasets.ImageFolder(str(base / "val"), transform=eval_tf)
+        self.splits = {"train": train, "val": val, "test": val}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[name], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -2,9 +2,12 @@
 
 MACs are the multiply-accumulates of every linear and convolution layer plus the two attention matrix
 products (q·kᵀ and weights·v), for one image; normalisations, activations and additions are not
-counted (the convention of the papers' tables and of fvcore/timm). They are counted by torch's
-FlopCounterMode on a model built on the meta device, so profiling a 300M-parameter model allocates
-nothing and takes well under a second.
+counted (the convention of the papers' tables and of fvcore/timm). For a Performer (T2T-ViT's T2T layer)
+the "attention products" are its linear-in-N matrix products: the random-feature maps ω·q and ω·k, the
+normaliser φ(q)·Σφ(k), φ(k)ᵀ·v and φ(q)·(φ(k)ᵀv); the exponential is not counted. Params count
+every parameter, trainable or frozen, plus the fixed tables modules declare (`count_params`). MACs are
+counted by torch's FlopCounterMode on a model built on the meta device, so profiling a 300M-parameter
+model allocates nothing and takes well under a second.
 """
 
 from __future__ import annotations
@@ -31,10 +34,20 @@ def model_cost(spec: ModelSpec) -> Cost:
     with torch.device("meta"):
         model = build_model(spec)
         img = torch.empty(1, spec.in_chans, spec.img_size, spec.img_size)
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(img)
     return Cost(params=params, macs=counter.get_total_flops() // 2)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Every parameter, trainable or frozen, plus the fixed tables a module lists in `counted_buffers`
+    (the sinusoid position table, the Performer's random features). The papers' code stores those as
+    frozen nn.Parameters and their tables count them: T2T-ViT-10 has 5.83M trainable parameters and
+    5.89M with its two fixed tables, printed as 5.9M."""
+    tables = sum(getattr(m, name).numel()
+                 for m in model.modules() for name in getattr(m, "counted_buffers", ()))
+    return sum(p.numel() for p in model.parameters()) + tables
 
 
 def human(n: float, unit: str = "") -> str:
@@ -43,3 +56,83 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suffix}{unit}"
     return f"{n:.3g}{unit}"
+
+
+# --- measured throughput (issue 5): images per second on the current device -------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step, device: torch.device, images: int, min_time: float, max_iters: int, warmup: int) -> float:
+    """Images per second of `step()` (processing `images` images), after `warmup` untimed calls, timed
+    until `min_time` seconds or `max_iters` calls have passed."""
+    import time
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start, iters = time.perf_counter(), 0
+    while iters < max_iters and (iters == 0 or time.perf_counter() - start < min_time):
+        step()
+        iters += 1
+        if iters % 5 == 0:
+            _sync(device)
+    _sync(device)
+    return images * iters / (time.perf_counter() - start)
+
+
+def inference_throughput(model: torch.nn.Module, images: torch.Tensor, autocast=None,
+                         min_time: float = 0.3, max_iters: int = 50, warmup: int = 2) -> float:
+    """Forward passes per second × batch size, in eval mode without autograd."""
+    from contextlib import nullcontext
+
+    was_training = model.training
+    model.eval()
+
+    def step():
+        with torch.inference_mode(), (autocast() if autocast else nullcontext()):
+            model(images)
+
+    try:
+        return _timed(step, images.device, len(images), min_time, max_iters, warmup)
+    finally:
+        model.train(was_training)
+
+
+def training_throughput(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        autocast=None, min_time: float = 0.3, max_iters: int = 50, warmup: int = 2) -> float:
+    """Training steps (forward, cross-entropy, backward, AdamW step) per second × batch size, on a copy
+    of the optimizer state that is thrown away (the model's weights do change)."""
+    from contextlib import nullcontext
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step():
+        with (autocast() if autocast else nullcontext()):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _timed(step, images.device, len(images), min_time, max_iters, warmup)
+
+
+def measure_cost(spec: ModelSpec, batch_size: int, device: str | torch.device = "cpu",
+                 min_time: float = 0.3) -> dict:
+    """Params, MACs and measured inference and training images/s of a freshly built model, with
+    random images, on `device`; and its peak memory there (CUDA) in MiB. No data, no training."""
+    device = torch.device(device)
+    cost = model_cost(spec).as_dict()
+    model = build_model(spec).to(device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, spec.in_chans, spec.img_size, spec.img_size, generator=gen).to(device)
+    labels = torch.randint(0, spec.num_classes, (batch_size,), generator=gen).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    infer = inference_throughput(model, images, min_time=min_time)
+    train = training_throughput(model, images, labels, min_time=min_time)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {**cost, "batch_size": batch_size, "device": device.type,
+            "infer_img_s": infer, "train_img_s": train, "peak_mem_mib": peak}

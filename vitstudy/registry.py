@@ -73,24 +73,76 @@ class Registry:
 
 MIXERS = Registry("mixer")
 NORMALIZERS = Registry("normalizer")
+CHANNEL_MIXERS = Registry("channel mixer")
 POSITIONS = Registry("position")
 TOKENIZERS = Registry("tokenizer")
 HEADS = Registry("head")
 DATASETS = Registry("dataset")
 
 # --- token mixers: forward(x: (B, N, C), grid: (H, W)) -> (B, N, C) ------------------------------
+# meta: options = the ModelSpec fields the constructor takes (same names); normalizer = takes one;
+# rel_pos = default of the relative position option (None: not supported); mixes_prefix = whether
+# the class token is mixed with the patch tokens (a `cls` head needs it).
 MIXERS.register(
     "attention", "vitstudy.models.mixers.attention:Attention",
     "multi-head self-attention with a pluggable score normaliser",
-    "Dosovitskiy et al. 2021 (ViT)", uses_normalizer=True, uses_heads=True,
+    "Dosovitskiy et al. 2021 (ViT)", options=("num_heads", "qkv_bias", "attn_path"), normalizer=True,
+    rel_pos=False, mixes_prefix=True,
+)
+MIXERS.register(
+    "patch_mlp", "vitstudy.models.mixers.patch_mlp:PatchMLP",
+    "feed-forward layer over the token axis (T → rT → T), token-axis LayerNorm; fixed token count",
+    "Melas-Kyriazi 2021", options=("token_mlp_ratio",), mixes_prefix=True,
+)
+MIXERS.register(
+    "dwsa", "vitstudy.models.mixers.dwsa:DepthwiseSelfAttention",
+    "depthwise self-attention: q ⊙ mean(k) + relative-position conv of k; global or windowed",
+    "Zhou et al. 2023", options=("num_heads", "qkv_bias", "window"), rel_pos=True, mixes_prefix=True,
+)
+MIXERS.register(
+    "conv", "vitstudy.models.mixers.conv:ConvMixer",
+    "K×K convolution over the token grid (full or depthwise); the conv phase of CMHSA",
+    "Li et al. 2021", options=("kernel_size", "conv_groups"), mixes_prefix=False,
+)
+MIXERS.register(
+    "pool", "vitstudy.models.mixers.pool:PoolMixer",
+    "average pooling minus identity, parameter-free",
+    "Yu et al. 2022 (PoolFormer)", options=("pool_size",), mixes_prefix=False,
+)
+MIXERS.register(
+    "identity", "vitstudy.models.mixers.identity:IdentityMixer",
+    "no token mixing (the mixer returns its input): the floor of the mixer axis",
+    "Yu et al. 2023 (MetaFormer baselines)", options=(), mixes_prefix=False,
 )
 
-# --- attention normalisers: scores (B, h, N, N) -> weights ---------------------------------------
-NORMALIZERS.register(
-    "softmax", "vitstudy.models.normalizers:Softmax",
-    "softmax over the key axis (with temperature); the only one with a fused kernel",
-    "Vaswani et al. 2017",
-)
+# --- attention normalisers: scores (B, h, N, N) -> weights -----------------------------------------
+NORMALIZERS.register("softmax", "vitstudy.models.normalizers:Softmax",
+                     "softmax over the key axis, with temperature; the only one with a fused kernel",
+                     "Vaswani et al. 2017", options=("temperature",))
+NORMALIZERS.register("relu", "vitstudy.models.normalizers:ReLU", "relu(s) / N",
+                     "Wortsman et al. 2023; Zhou et al. 2023", options=())
+NORMALIZERS.register("relu2", "vitstudy.models.normalizers:ReLU2", "relu(s)² / N",
+                     "Wortsman et al. 2023", options=())
+NORMALIZERS.register("softplus", "vitstudy.models.normalizers:Softplus", "softplus(s) / N",
+                     "Wortsman et al. 2023", options=())
+NORMALIZERS.register("gelu", "vitstudy.models.normalizers:GELU", "gelu(s) / N",
+                     "Wortsman et al. 2023", options=())
+NORMALIZERS.register("sigmoid", "vitstudy.models.normalizers:Sigmoid",
+                     "sigmoid(s + b), b = −log N by default, optionally learned per head",
+                     "Ramapuram et al. 2024", options=("sigmoid_bias", "learnable_bias"))
+NORMALIZERS.register("layernorm", "vitstudy.models.normalizers:LayerNorm",
+                     "each query's scores standardised over the key axis (zero mean, unit variance)",
+                     "Zhou et al. 2023", options=())
+
+# --- channel mixers: the block's second sub-layer ---------------------------------------------------
+CHANNEL_MIXERS.register("mlp", "vitstudy.models.channel_mixers:FeatureMLP",
+                        "feed-forward layer over the features, C → rC → C, GELU", "Vaswani et al. 2017",
+                        options=("mlp_ratio",))
+CHANNEL_MIXERS.register("attention", "vitstudy.models.channel_mixers:FeatureAttention",
+                        "attention over the feature axis (one head), token-axis LayerNorm",
+                        "Melas-Kyriazi 2021 §3.4 (attention only)", options=())
+CHANNEL_MIXERS.register("none", "vitstudy.models.channel_mixers:none",
+                        "no channel mixer: blocks are token mixing only", "", options=())
 
 # --- position encodings ---------------------------------------------------------------------------
 POSITIONS.register("learned", "vitstudy.models.position:LearnedPosition",
@@ -106,6 +158,9 @@ POSITIONS.register("none", "vitstudy.models.position:NoPosition",
 TOKENIZERS.register("patch", "vitstudy.models.tokenizers:PatchEmbed",
                     "hard split into non-overlapping p×p patches, linear projection (a strided conv)",
                     "Dosovitskiy et al. 2021 (ViT)")
+TOKENIZERS.register("t2t", "vitstudy.models.t2t:T2TEmbed",
+                    "tokens-to-token: overlapping soft splits, a Performer/transformer layer between",
+                    "Yuan et al. 2021 (T2T-ViT)", soft_split=True)
 
 # --- heads -----------------------------------------------------------------------------------------
 HEADS.register("cls", "vitstudy.models.vit:ClassTokenPool",
@@ -119,6 +174,9 @@ HEADS.register("gap", "vitstudy.models.vit:AveragePool",
 DATASETS.register("digits", "vitstudy.data:DigitsDataModule",
                   "scikit-learn's 1,797 real 8×8 handwritten digits; ships offline",
                   "Alpaydin & Kaynak 1998 (UCI)", num_classes=10, in_chans=1, img_size=8)
+DATASETS.register("imagenet", "vitstudy.data:ImageNetDataModule",
+                  "ImageNet-1k from <root>/imagenet/{train,val}/<wnid>/ (not downloadable: bring it)",
+                  "Deng et al. 2009", num_classes=1000, in_chans=3, img_size=224, on_disk=True)
 DATASETS.register("synthetic", "vitstudy.data:SyntheticDataModule",
                   "class prototypes plus noise: learnable, deterministic, any size (smoke tests)",
                   "", num_classes=10, in_chans=3, img_size=32)

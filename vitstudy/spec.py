@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from vitstudy.registry import DATASETS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS, Registry
+from vitstudy.registry import (
+    CHANNEL_MIXERS,
+    DATASETS,
+    HEADS,
+    MIXERS,
+    NORMALIZERS,
+    POSITIONS,
+    TOKENIZERS,
+    Registry,
+)
 
 # Sections of a RunSpec that never change a result: excluded from the run id's hash.
 COSMETIC_KEYS = frozenset({"grid", "log"})
@@ -40,7 +49,22 @@ PositionName = _name_in(POSITIONS)
 MixerName = _name_in(MIXERS)
 NormalizerName = _name_in(NORMALIZERS)
 HeadName = _name_in(HEADS)
+ChannelMixerName = _name_in(CHANNEL_MIXERS)
 DatasetName = _name_in(DATASETS)
+
+
+_SHARED_OPTIONS = ("num_heads", "qkv_bias", "mlp_ratio", "attn_path")  # set by presets, harmless unused
+
+
+def _component_options() -> dict[str, list[tuple[str, str]]]:
+    """option -> the (kind, name) of every component that takes it, from the registries' meta."""
+    users: dict[str, list[tuple[str, str]]] = {}
+    for registry in (MIXERS, NORMALIZERS, CHANNEL_MIXERS):
+        for entry in registry.entries():
+            for option in entry.meta.get("options", ()):
+                if option not in _SHARED_OPTIONS:
+                    users.setdefault(option, []).append((registry.kind, entry.name))
+    return users
 
 
 class ModelSpec(_Strict):
@@ -59,14 +83,104 @@ class ModelSpec(_Strict):
     tokenizer: TokenizerName
     position: PositionName
     mixer: MixerName
-    normalizer: NormalizerName
+    normalizer: Optional[NormalizerName] = None  # None for mixers without one; attention: softmax
     head: HeadName
     drop_path: float = Field(ge=0.0, lt=1.0)
     layer_scale: Optional[PositiveFloat] = None
     attn_path: Literal["auto", "fused", "explicit"] = "auto"
-    # --- token-mixer, normaliser and block options (issue 3) go here, each with a default ----------
+    # --- token-mixer, normaliser and block options: each belongs to the components whose registry
+    # entry lists it in meta["options"]; setting one for another component is an error -------------
+    rel_pos: Optional[bool] = None  # learned 2-D relative position (attention, dwsa); None: mixer default
+    window: Optional[PositiveInt] = None  # dwsa: local window (odd); None: global
+    kernel_size: PositiveInt = 3  # conv: kernel (odd)
+    conv_groups: Literal["full", "depthwise"] = "full"  # conv: C→C or per channel
+    pool_size: PositiveInt = 3  # pool: window (odd)
+    token_mlp_ratio: PositiveFloat = 4.0  # patch_mlp: hidden width T → rT → T
+    temperature: PositiveFloat = 1.0  # softmax normaliser
+    sigmoid_bias: Optional[float] = None  # sigmoid normaliser: None = −log N
+    learnable_bias: bool = False  # sigmoid normaliser: learn the bias per head
+    channel_mixer: ChannelMixerName = "mlp"  # the block's second sub-layer
+    block_order: Literal["mixer_first", "mlp_first"] = "mixer_first"
     # --- tokenizer options (T2T, issue 6) go here, each with a default --------------------------------
+    # used by tokenizers whose registry entry has meta soft_split (t2t); Yuan et al. 2021's values
+    t2t_layer: Literal["performer", "transformer"] = "performer"  # the layer between soft splits
+    t2t_dim: PositiveInt = 64  # token width inside the T2T module
+    t2t_features: PositiveInt = 32  # performer: number of fixed random features
+    t2t_kernels: tuple[PositiveInt, ...] = (7, 3, 3)  # one per soft split
+    t2t_strides: tuple[PositiveInt, ...] = (4, 2, 2)  # product = patch_size (the total stride)
+    t2t_paddings: tuple[Annotated[int, Field(ge=0)], ...] = (2, 1, 1)
 
+    @model_validator(mode="after")
+    def _soft_splits(self) -> "ModelSpec":
+        """T2T: the soft-split chain must give a whole token grid, and patch_size must be its total
+        stride; t2t_* options set away from their defaults need a soft-split tokenizer."""
+        t2t = [f for f in type(self).model_fields if f.startswith("t2t_")]
+        if not TOKENIZERS.entry(self.tokenizer).meta.get("soft_split"):
+            changed = [f for f in t2t if getattr(self, f) != type(self).model_fields[f].default]
+            if changed:
+                users = [e.name for e in TOKENIZERS.entries() if e.meta.get("soft_split")]
+                raise ValueError(f"{', '.join(changed)} apply to tokenizer {', '.join(users)}, "
+                                 f"not to tokenizer '{self.tokenizer}'")
+            return self
+        from math import prod
+
+        from vitstudy.models.soft_split import soft_split_sides
+
+        soft_split_sides(self.img_size, self.t2t_kernels, self.t2t_strides, self.t2t_paddings)
+        if self.patch_size != prod(self.t2t_strides):
+            raise ValueError(f"tokenizer '{self.tokenizer}': patch_size {self.patch_size} must equal the "
+                             f"product of t2t_strides {'·'.join(map(str, self.t2t_strides))} = "
+                             f"{prod(self.t2t_strides)} (the tokenizer's total stride)")
+        return self
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical(cls, data: Any) -> Any:
+        """Fill mixer-dependent defaults so equal models get equal specs (and run ids): attention's
+        normaliser defaults to softmax; `rel_pos` equal to the mixer's default is stored as None."""
+        if isinstance(data, dict) and data.get("mixer") in MIXERS:
+            meta = MIXERS.entry(data["mixer"]).meta
+            data = dict(data)
+            if meta.get("normalizer") and data.get("normalizer") is None:
+                data["normalizer"] = "softmax"
+            if data.get("rel_pos") is not None and data["rel_pos"] == meta.get("rel_pos"):
+                data["rel_pos"] = None
+        return data
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "ModelSpec":
+        """Refuse combinations that make no sense, before anything runs, saying what would be valid."""
+        mixer = MIXERS.entry(self.mixer).meta
+        with_norm = [e.name for e in MIXERS.entries() if e.meta.get("normalizer")]
+        if self.normalizer is not None and not mixer.get("normalizer"):
+            raise ValueError(f"normalizer '{self.normalizer}' given to mixer '{self.mixer}', which has "
+                             f"none; mixers with a normalizer: {', '.join(with_norm)}")
+        if self.rel_pos and mixer.get("rel_pos") is None:
+            ok = [e.name for e in MIXERS.entries() if e.meta.get("rel_pos") is not None]
+            raise ValueError(f"rel_pos: mixer '{self.mixer}' has no attention over a token grid to bias; "
+                             f"valid for: {', '.join(ok)}")
+        if self.head == "cls" and not mixer.get("mixes_prefix"):
+            raise ValueError(f"head 'cls' with mixer '{self.mixer}': the class token is not on the token "
+                             "grid, so it would never see the image; use head: gap")
+        # an option set away from its default must belong to one of the chosen components
+        chosen = {(MIXERS.kind, self.mixer), (NORMALIZERS.kind, self.normalizer),
+                  (CHANNEL_MIXERS.kind, self.channel_mixer)}
+        for option, users in _component_options().items():
+            if self._is_set(option) and not chosen & set(users):
+                names = ", ".join(f"{kind} '{name}'" for kind, name in users)
+                raise ValueError(f"{option} applies only to {names}; this model has mixer '{self.mixer}', "
+                                 f"normalizer '{self.normalizer}', channel_mixer '{self.channel_mixer}'")
+        for option in ("kernel_size", "pool_size", "window"):
+            value = getattr(self, option)
+            if value is not None and value % 2 == 0:
+                raise ValueError(f"{option} must be odd (same-size output), got {value}")
+        if self.block_order == "mlp_first" and self.channel_mixer == "none":
+            raise ValueError("block_order mlp_first needs a channel mixer (channel_mixer is 'none')")
+        return self
+
+    def _is_set(self, option: str) -> bool:
+        return getattr(self, option) != type(self).model_fields[option].default
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -74,7 +188,7 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}; "
                 f"valid patch sizes: {[p for p in range(1, self.img_size + 1) if self.img_size % p == 0]}")
-        if MIXERS.entry(self.mixer).meta.get("uses_heads") and self.embed_dim % self.num_heads:
+        if "num_heads" in MIXERS.entry(self.mixer).meta["options"] and self.embed_dim % self.num_heads:
             raise ValueError(
                 f"num_heads {self.num_heads} does not divide embed_dim {self.embed_dim}; valid: "
                 f"{[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0][:12]}")
@@ -112,10 +226,28 @@ class TrainSpec(_Strict):
 
 
 class LogSpec(_Strict):
-    """How a run reports; never part of the run id."""
+    """How a run reports; never part of the run id.
+
+    `loggers` picks Lightning's loggers. TensorBoard (`tb/`) is always written, whatever the list says,
+    because the report reads its event files; `csv` adds `csv/metrics.csv`, and `wandb` and `mlflow`
+    (optional extras: `pip install "vitstudy[wandb]"`) send the same metrics to those services.
+    """
 
     every_n_steps: PositiveInt = 10
     progress_bar: Optional[bool] = None  # None: only when stdout is a terminal
+    loggers: tuple[Literal["tensorboard", "csv", "wandb", "mlflow"], ...] = ("tensorboard",)
+    project: Optional[str] = None  # W&B project / MLflow experiment; default: the grid's name
+    tracking_uri: Optional[str] = None  # MLflow; default: file:<results>/<grid>/mlruns
+
+    @model_validator(mode="after")
+    def _installed(self) -> "LogSpec":
+        import importlib.util
+
+        for name in set(self.loggers) & {"wandb", "mlflow"}:
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(f"logger '{name}' needs the {name} package: "
+                                 f"pip install \"vitstudy[{name}]\"")
+        return self
 
 
 class RunSpec(_Strict):

@@ -9,7 +9,6 @@ records the failure (category, message, traceback in `traceback.txt`) so the res
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 import traceback
@@ -21,16 +20,18 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vitstudy import files
 from vitstudy.data import build_datamodule
+from vitstudy.env import environment
+from vitstudy.monitor import RunMonitor, best_checkpoint, build_loggers, collect
 from vitstudy.profile import model_cost
+from vitstudy.resume import RngState, checkpoint_position
 from vitstudy.spec import RunSpec
 from vitstudy.system import DivergedError, ImageClassifier
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the metrics.json layout: see _record
 METRICS_FILE, SPEC_FILE, CKPT_FILE, TRACEBACK_FILE = "metrics.json", "spec.yaml", "last.ckpt", "traceback.txt"
 
 
@@ -46,38 +47,46 @@ def read_status(run_dir: Path) -> str:
     return record.get("status", "pending") if record else "pending"
 
 
-def run_cell(spec: RunSpec, run_dir: Path) -> dict:
-    """Train and test one cell, recording success or failure in its metrics.json."""
+def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+    """Train and test one cell, recording success or failure in its metrics.json. `callbacks`: extra
+    Lightning callbacks; `progress`: Lightning's bar (None: the spec's log.progress_bar)."""
     run_dir = Path(run_dir)
     start = time.time()
     try:
-        return train_cell(spec, run_dir)
+        return train_cell(spec, run_dir, callbacks, progress)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
         category = ("diverged" if isinstance(e, DivergedError)
                     else "oom" if isinstance(e, torch.OutOfMemoryError) else "failed")
         files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
+        running = files.read_json(run_dir / METRICS_FILE) or {}  # the attempt this failure ends
         record = _record(spec, run_dir, status=category, wall=time.time() - start,
-                         error={"type": type(e).__name__, "message": str(e)[:2000]})
+                         error={"type": type(e).__name__, "message": str(e)[:2000]},
+                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"))
         files.write_json(run_dir / METRICS_FILE, record)
         return record
 
 
-def train_cell(spec: RunSpec, run_dir: Path) -> dict:
+def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     start = time.time()
-    files.write_json(run_dir / METRICS_FILE, _record(spec, run_dir, status="running", wall=0.0))
+    ckpt = run_dir / CKPT_FILE
+    previous = files.read_json(run_dir / METRICS_FILE) or {}
+    attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt)}
+    files.write_json(run_dir / METRICS_FILE, _record(spec, run_dir, status="running", wall=0.0, **attempt))
     L.seed_everything(spec.seed, workers=True, verbose=False)
 
     t = spec.train
     dm = build_datamodule(spec.data.dataset, spec.model.img_size, spec.data.batch_size,
-                          spec.data.train_subset, spec.data.shift)
+                          spec.data.train_subset, spec.data.shift, spec.data.root, spec.data.num_workers)
     system = ImageClassifier(model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr,
                              weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
                              label_smoothing=t.label_smoothing, betas=t.betas)
-    progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
+    if progress is None:
+        progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
+    monitor = RunMonitor()
     trainer = L.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
@@ -85,27 +94,32 @@ def train_cell(spec: RunSpec, run_dir: Path) -> dict:
         precision=t.precision,
         deterministic=t.deterministic,
         gradient_clip_val=t.grad_clip,
-        logger=TensorBoardLogger(save_dir=run_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[ModelCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True)],
+        logger=build_loggers(spec, run_dir),
+        # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
+        callbacks=[ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
+                                   enable_version_counter=False),
+                   monitor, best_checkpoint(run_dir), RngState(), *callbacks],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=spec.log.every_n_steps,
         enable_progress_bar=progress,
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
-    ckpt = run_dir / CKPT_FILE
     with warnings.catch_warnings():
         # tensors are sliced in the main process: DataLoader workers would only add overhead
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # the cell's lock file
         trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
         metrics = _scalars(trainer.callback_metrics)
         trainer.test(system, datamodule=dm, verbose=False)
-    metrics.update(_scalars(trainer.callback_metrics))
-    paths = sorted(set(system.model.attention_paths()))
+        metrics.update(_scalars(trainer.callback_metrics))
+        paths = sorted(set(system.model.attention_paths()))  # before `collect` runs other forwards
+        measured = collect(trainer, system, dm, monitor, run_dir, metrics)
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
-                     attention_path="+".join(paths) if paths else "n/a", device=str(system.device))
+                     attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
+                     **attempt)
     files.write_json(run_dir / METRICS_FILE, record)
     return record
 
@@ -119,20 +133,54 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, **extra) -> dict:
-    import lightning
-    import timm
+def _model_cost(spec: RunSpec) -> dict:
+    try:
+        return model_cost(spec.model).as_dict()
+    except Exception:  # noqa: BLE001 - a model that cannot be built is the run's failure, recorded as such
+        return {}
 
+
+def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.Trainer | None = None,
+            **extra) -> dict:
+    """One metrics.json record, schema 2:
+
+    schema         2
+    run_id, status "running" | "done" | "failed" | "diverged" | "oom"
+    error          failures only: {"category": the status, "type": exception class, "message"}
+    spec           the fully resolved RunSpec
+    metrics        final (last-epoch) scalars: "test/acc1", "test/acc5", "test/loss", "val/...", "train/loss"
+    best           the epoch of highest val/acc1: {"epoch", "val/acc1", "val/acc5", "val/loss", "test/acc1",
+                   "test/acc5", "test/loss"} (test metrics of that epoch's checkpoint); {} until done
+    cost           {"params", "macs", "train_img_s", "infer_img_s", "infer_batch_size", "peak_mem_mib",
+                   "peak_mem_kind"}; the measured ones only when done
+    wall_time_s, started_at, finished_at
+    env            library versions, device, device_name, device_count, precision, attention_path,
+                   host, commit, dirty (see vitstudy.env)
+    attention_path the attention path taken (also in env; kept here for schema-1 readers)
+    """
+    if trainer is not None:
+        device, count = trainer.strategy.root_device.type, trainer.num_devices
+        precision = str(trainer.precision)
+    else:  # before or without a trainer: what the spec asked for
+        accel = spec.train.accelerator
+        device = "cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+        count = spec.train.devices if isinstance(spec.train.devices, int) else 1
+        precision = spec.train.precision
+    attention_path = extra.get("attention_path")
+    error = extra.pop("error", None)
+    now = datetime.now(timezone.utc)
     return {
         "schema": SCHEMA_VERSION,
         "run_id": run_dir.name,
         "status": status,
+        **({"error": {"category": status, **error}} if error else {}),
         "spec": spec.model_dump(mode="json"),
         "metrics": extra.pop("metrics", {}),
-        "cost": model_cost(spec.model).as_dict(),
+        "best": extra.pop("best", {}),
+        "cost": {**_model_cost(spec), **extra.pop("cost", {})},
         "wall_time_s": round(wall, 3),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "env": {"torch": torch.__version__, "lightning": lightning.__version__, "timm": timm.__version__,
-                "python": platform.python_version(), "host": platform.node(), "pid": os.getpid()},
+        "started_at": datetime.fromtimestamp(now.timestamp() - wall, timezone.utc).isoformat("T", "seconds"),
+        "finished_at": now.isoformat(timespec="seconds"),
+        "env": {**environment(device, count, precision, attention_path), "pid": os.getpid()},
         **extra,
     }

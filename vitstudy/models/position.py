@@ -32,6 +32,10 @@ def sinusoid_table(num_tokens: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidPosition(nn.Module):
+    # A fixed table, not trained; still counted as parameters by `vitstudy.profile`, as in T2T-ViT's
+    # published counts (its code stores the table as a frozen nn.Parameter).
+    counted_buffers = ("pos_embed",)
+
     def __init__(self, dim: int, num_tokens: int):
         super().__init__()
         self.register_buffer("pos_embed", sinusoid_table(num_tokens, dim)[None], persistent=False)

@@ -12,12 +12,13 @@ blocks.i.mlp.fc1, norm, head), so weight transfer is a rename.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
-from timm.layers import DropPath, LayerScale, Mlp
+from timm.layers import DropPath, LayerScale
 from torch import nn
 
+from vitstudy.models.channel_mixers import FeatureMLP
 from vitstudy.models.mixers.attention import Attention
 from vitstudy.models.position import LearnedPosition
 from vitstudy.models.tokenizers import PatchEmbed
@@ -26,28 +27,40 @@ LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
 class Block(nn.Module):
+    """x + mixer(norm(x)), then x + channel_mixer(norm(x)); `mlp_first` swaps the two sub-layers
+    (the feed-forward-only model of Melas-Kyriazi 2021); `channel_layer=None` drops the second."""
+
     def __init__(
         self,
         dim: int,
         mixer_layer: Callable[..., nn.Module],
-        mlp_ratio: float = 4.0,
+        channel_layer: Callable[..., nn.Module] | None = FeatureMLP,
         norm_layer: Callable[[int], nn.Module] = LayerNorm,
-        act_layer: Callable[[], nn.Module] = nn.GELU,
         drop_path: float = 0.0,
         layer_scale: float | None = None,
+        order: Literal["mixer_first", "mlp_first"] = "mixer_first",
     ):
         super().__init__()
-        self.norm1 = norm_layer(dim)
         self.mixer = mixer_layer(dim=dim)
+        self.norm1 = nn.Identity() if getattr(self.mixer, "owns_norm", False) else norm_layer(dim)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.mlp = channel_layer(dim=dim) if channel_layer is not None else None
+        if self.mlp is not None:
+            self.norm2 = nn.Identity() if getattr(self.mlp, "owns_norm", False) else norm_layer(dim)
+            self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+            self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.mlp_first = order == "mlp_first"
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.mlp_first:
+            x = self._channel(x)
         x = x + self.drop_path1(self.ls1(self.mixer(self.norm1(x), grid)))
+        return x if self.mlp_first else self._channel(x)
+
+    def _channel(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            return x
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -79,15 +92,15 @@ class VisionTransformer(nn.Module):
         num_classes: int,
         embed_dim: int,
         depth: int,
-        mlp_ratio: float = 4.0,
         tokenizer_layer: Callable[..., nn.Module] = PatchEmbed,
         position_layer: Callable[..., nn.Module] = LearnedPosition,
         mixer_layer: Callable[..., nn.Module] = Attention,
+        channel_layer: Callable[..., nn.Module] | None = FeatureMLP,
         pool_layer: Callable[[], nn.Module] = ClassTokenPool,
         norm_layer: Callable[[int], nn.Module] = LayerNorm,
-        act_layer: Callable[[], nn.Module] = nn.GELU,
         drop_path_rate: float = 0.0,
         layer_scale: float | None = None,
+        block_order: Literal["mixer_first", "mlp_first"] = "mixer_first",
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -97,10 +110,12 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix_tokens else None
         self.grid = self.tokenizer.grid
         self.position = position_layer(embed_dim, self.num_prefix_tokens + self.tokenizer.num_patches)
-        mixer = partial(mixer_layer, grid=self.grid, num_prefix_tokens=self.num_prefix_tokens)
+        on_grid = dict(grid=self.grid, num_prefix_tokens=self.num_prefix_tokens)
+        mixer = partial(mixer_layer, **on_grid)
+        channel = partial(channel_layer, **on_grid) if channel_layer is not None else None
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # grows with depth
         self.blocks = nn.ModuleList([
-            Block(embed_dim, mixer, mlp_ratio, norm_layer, act_layer, dpr[i], layer_scale)
+            Block(embed_dim, mixer, channel, norm_layer, dpr[i], layer_scale, block_order)
             for i in range(depth)
         ])
         self.norm = norm_layer(embed_dim)

@@ -1,0 +1,126 @@
+"""Benchmarks that report ratios against a reference measured in the same process, never absolute
+timings (shared machines are noisy): `vitstudy bench mixers` times a training step (forward, loss,
+backward, AdamW step) of every token mixer × normaliser against timm's VisionTransformer of identical
+dimensions. Models are timed in interleaved rounds (every model once per round, order rotated) and
+each ratio is the median over rounds of timm's step time divided by ours, so a burst of load on the
+machine hits every model alike. Ratio > 1: vitstudy is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vitstudy.models.build import build_model, resolve_model
+from vitstudy.registry import MIXERS, NORMALIZERS
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    img_size: int = 32
+    patch_size: int = 4
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    batch_size: int = 64
+    num_classes: int = 10
+
+    def describe(self) -> str:
+        n = (self.img_size // self.patch_size) ** 2
+        return (f"{self.embed_dim} wide × {self.depth} blocks × {self.num_heads} heads, {self.img_size}px / "
+                f"{self.patch_size}px patches ({n} tokens + class), batch {self.batch_size}")
+
+
+def variants() -> list[tuple[str, dict]]:
+    """(label, model overrides) for every mixer, and every normaliser of the mixers that take one."""
+    out = []
+    for mixer in MIXERS.names():
+        meta = MIXERS.entry(mixer).meta
+        head = "cls" if meta.get("mixes_prefix") else "gap"
+        for norm in (NORMALIZERS.names() if meta.get("normalizer") else [None]):
+            label = f"{mixer}+{norm}" if norm else mixer
+            out.append((label, dict(mixer=mixer, normalizer=norm, head=head)))
+    return out
+
+
+def _timm_model(size: BenchSize):
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=size.img_size,
+                             patch_size=size.patch_size, embed_dim=size.embed_dim, depth=size.depth,
+                             num_heads=size.num_heads, num_classes=size.num_classes)
+
+
+def _stepper(model: torch.nn.Module, size: BenchSize, precision: str):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(size.batch_size, 3, size.img_size, size.img_size, generator=g)
+    y = torch.randint(size.num_classes, (size.batch_size,), generator=g)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else nullcontext())
+
+    def step() -> None:
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_mixers(size: BenchSize = BenchSize(), precision: str = "fp32", rounds: int = 5,
+                 steps: int = 3, only: list[str] | None = None) -> dict:
+    """Step-time ratios timm / vitstudy for every variant (or those labelled in `only`)."""
+    torch.manual_seed(0)
+    chosen = [(label, kw) for label, kw in variants() if only is None or label in only]
+    steppers = {"timm": _stepper(_timm_model(size), size, precision)}
+    for label, kw in chosen:
+        spec = resolve_model(None, img_size=size.img_size, patch_size=size.patch_size, in_chans=3,
+                             num_classes=size.num_classes, embed_dim=size.embed_dim, depth=size.depth,
+                             num_heads=size.num_heads, **kw)
+        steppers[label] = _stepper(build_model(spec), size, precision)
+    for step in steppers.values():  # warm-up: allocator, kernels, optimizer state
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    names = list(steppers)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(steps):
+                steppers[name]()
+            times[name].append((time.perf_counter() - start) / steps)
+    ratios = {}
+    for label, _ in chosen:
+        per_round = [t_ref / t for t_ref, t in zip(times["timm"], times[label], strict=True)]
+        ratios[label] = statistics.median(per_round)
+    return {"size": size.__dict__, "describe": size.describe(), "precision": precision,
+            "rounds": rounds, "steps_per_round": steps, "threads": torch.get_num_threads(),
+            "timm_step_ms": 1000 * statistics.median(times["timm"]),
+            "step_ms": {k: 1000 * statistics.median(v) for k, v in times.items() if k != "timm"},
+            "ratio_vs_timm": ratios}
+
+
+def format_mixers(result: dict) -> str:
+    lines = [f"training step vs timm VisionTransformer, {result['precision']}, {result['describe']}, "
+             f"{result['threads']} threads; median of {result['rounds']} interleaved rounds",
+             f"timm: {result['timm_step_ms']:.1f} ms/step", "",
+             "| variant | ms/step | throughput ÷ timm's |", "|---|---|---|"]
+    for label, ratio in result["ratio_vs_timm"].items():
+        lines.append(f"| {label} | {result['step_ms'][label]:.1f} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(result: dict, path: Path) -> None:
+    from vitstudy import files
+
+    files.write_text(path, json.dumps(result, indent=2) + "\n")

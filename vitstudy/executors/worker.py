@@ -1,0 +1,83 @@
+"""One attempt at one cell, as run by the local executor in its own process or in a spawned worker:
+take the cell's lock, skip it if it is finished (or failed, unless retrying), else train it with
+`train.run_cell`, which resumes from last.ckpt when an earlier attempt was interrupted.
+
+Importing this module imports no torch, so a spawned worker can pin its GPU (CUDA_VISIBLE_DEVICES)
+and its CPU threads before torch loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from vitstudy import files
+from vitstudy.locks import HOLDER_FILE, LOCK_FILE, CellLock
+from vitstudy.progress import FAILURES
+
+METRICS_FILE = "metrics.json"  # == vitstudy.train.METRICS_FILE (not imported: it imports torch)
+_EVENTS: Any = None  # in a spawned worker: a queue to announce the cells it starts
+
+
+def init_worker(devices: Any, threads: int | None, events: Any) -> None:
+    """Initialiser of a spawned worker: pin a GPU (one per worker, from the `devices` queue), split the
+    CPU threads, quiet Lightning's info lines. Runs before torch is imported."""
+    global _EVENTS
+    _EVENTS = events
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    quiet_lightning()
+
+
+def quiet_lightning() -> None:
+    import lightning  # noqa: F401  (its import sets its loggers to INFO: set them after it)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress: bool | None = None,
+            timeout: float = 0,
+            on_start: Callable[[str], None] | None = None) -> tuple[str, dict | None, bool]:
+    """(outcome, metrics record, trained here). Outcomes: "locked" (another process holds the cell),
+    "skipped" (done before), a failure status from an earlier attempt (not retried: trained is False),
+    or the status of this attempt ("done", "failed", "diverged", "oom")."""
+    run_dir = Path(run_dir)
+    lock = CellLock(run_dir)
+    if not lock.acquire(timeout=timeout):
+        return "locked", None, False
+    try:
+        record = files.read_json(run_dir / METRICS_FILE) or {}
+        status = record.get("status", "pending")
+        if status == "done":
+            return "skipped", record, False
+        if status in FAILURES:
+            if not retry_failed:
+                return status, record, False
+            _clear(run_dir)  # a retry starts afresh: a failed cell's checkpoint may be what failed
+        if on_start is not None:
+            on_start(run_dir.name)
+        elif _EVENTS is not None:
+            _EVENTS.put(run_dir.name)
+        from vitstudy.train import run_cell
+
+        record = run_cell(spec, run_dir, progress=progress)
+        return record["status"], record, True
+    finally:
+        lock.release()
+
+
+def _clear(run_dir: Path) -> None:
+    """Everything of a failed attempt but its lock and its metrics.json (which counts the attempts)."""
+    for path in run_dir.iterdir():
+        if path.name in (LOCK_FILE, HOLDER_FILE, METRICS_FILE):
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
