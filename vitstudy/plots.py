@@ -30,7 +30,18 @@ def _pyplot():
 def label(report: "Report", g: "Group") -> str:
     from vitstudy.report import _short
 
-    return ", ".join(f"{_short(a)}={g.label.get(a)}" for a in report.axes) or "all runs"
+    parts = [f"{_short(a)}={g.label.get(a)}" for a in report.axes if g.label.get(a) is not None]
+    return ", ".join(parts) or "all runs"
+
+
+def colors(n: int) -> list:
+    """n distinct colours: matplotlib's tab10 up to 10 rows, tab20 beyond (no colour used twice)."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+ANNOTATE_AT_MOST = 8  # more rows than this: a colour legend instead of a label beside every point
 
 
 def _save(fig, stem: Path) -> list[Path]:
@@ -59,14 +70,17 @@ def accuracy_vs_cost(report: "Report", stem: Path) -> list[Path]:
     points = [p for p in points if p[1] is not None and p[3] and p[4]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     mixers = list(dict.fromkeys(_mixer(g) for g, *_ in points))
-    color = {id(g): f"C{i % 10}" for i, g in enumerate(report.groups)}  # as in val_acc_vs_epoch
+    palette = colors(len(report.groups))
+    color = {id(g): palette[i] for i, g in enumerate(report.groups)}  # as in val_acc_vs_epoch
+    annotate = len(points) <= ANNOTATE_AT_MOST
     for ax, idx, xlabel in ((axes[0], 3, "parameters"), (axes[1], 4, "MACs per image")):
         for g, mean, std, *cost in points:
             x = cost[idx - 3]
             ax.errorbar(x, mean, yerr=std, fmt=MARKERS[mixers.index(_mixer(g)) % len(MARKERS)],
                         color=color[id(g)], ecolor="0.5", capsize=3, markersize=7)
-            ax.annotate(label(report, g), (x, mean), textcoords="offset points", xytext=(6, 4), fontsize=7,
-                        color=color[id(g)])
+            if annotate:
+                ax.annotate(label(report, g), (x, mean), textcoords="offset points", xytext=(6, 4),
+                            fontsize=7, color=color[id(g)])
         ax.margins(x=0.3, y=0.1)
         xs = [p[idx] for p in points]
         if xs and max(xs) / min(xs) > 20:
@@ -79,6 +93,11 @@ def accuracy_vs_cost(report: "Report", stem: Path) -> list[Path]:
                for i, m in enumerate(mixers)]
     if handles:
         axes[1].legend(handles=handles, title="token mixer", loc="best")
+    if not annotate:
+        rows = [plt.Line2D([], [], marker=MARKERS[mixers.index(_mixer(g)) % len(MARKERS)], color=color[id(g)],
+                           linestyle="", label=label(report, g)) for g, *_ in points]
+        fig.legend(handles=rows, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8,
+                   frameon=False)
     fig.suptitle(f"{report.title}: accuracy against model size and compute" if report.title
                  else "accuracy against model size and compute")
     return _save(fig, stem)
@@ -115,6 +134,7 @@ def val_acc_vs_epoch(report: "Report", stem: Path) -> list[Path]:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drawn = 0
+    palette = colors(len(report.groups))
     for i, g in enumerate(report.groups):
         curves = [val_curve(r.dir) for r in g.runs if r.dir is not None]
         curves = [c for c in curves if c]
@@ -123,7 +143,7 @@ def val_acc_vs_epoch(report: "Report", stem: Path) -> list[Path]:
         epochs = sorted(set().union(*curves))
         per_epoch = [[c[e] for c in curves if e in c] for e in epochs]
         mean = [statistics.fmean(v) for v in per_epoch]
-        color = f"C{i % 10}"
+        color = palette[i]
         ax.plot([e + 1 for e in epochs], mean, color=color, label=f"{label(report, g)} (n={len(curves)})")
         if len(curves) > 1:
             ax.fill_between([e + 1 for e in epochs], [min(v) for v in per_epoch], [max(v) for v in per_epoch],

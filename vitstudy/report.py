@@ -291,7 +291,7 @@ class Report:
         return self._pivot() if self.cols else self._long()
 
     def _label(self, g: Group, axes: list[str]) -> list[Cell]:
-        return [Cell(str(g.label.get(a))) for a in axes]
+        return [Cell(_axis_value(g.label.get(a))) for a in axes]
 
     def _long(self) -> Table:
         # a column no run has a value for (e.g. throughput in schema-1 records) is left out
@@ -381,7 +381,7 @@ class Report:
         notes: list[str] = []
         rows = []
         for rk in row_keys:
-            row = [Cell(str(v)) for v in rk]
+            row = [Cell(_axis_value(v)) for v in rk]
             for ck in col_keys:
                 g = by.get((rk, ck))
                 if g is None:
@@ -570,3 +570,8 @@ def for_source(source: Path, root: Path, **options) -> tuple[Report, Path]:
             raise ValueError(f"{source}: no run folders with a metrics.json")
         return summarize(runs, title=source.name, **options), source
     return for_manifest(source, root, **options)
+
+
+def _axis_value(value: Any) -> str:
+    """An axis value as a table shows it: an option a variant does not have (None) is a dash."""
+    return "–" if value is None else str(value)
