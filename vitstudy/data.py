@@ -31,7 +31,23 @@ def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None 
     return padded[b, c, rows, cols]  # (B, C, H, W)
 
 
-class TensorDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """A DataModule whose three splits are served by one `_loader(name, shuffle)`."""
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class TensorDataModule(SplitDataModule):
     """Serves (images, labels) tensors for train/val/test in batches sliced by index; training
     batches are augmented on the device after transfer (`shift`: random translation in pixels)."""
 
@@ -76,14 +92,6 @@ class TensorDataModule(L.LightningDataModule):
         return DataLoader(data, sampler=BatchSampler(sampler, self.batch_size, drop_last=False),
                           batch_size=None)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class DigitsDataModule(TensorDataModule):
@@ -136,7 +144,7 @@ def build_datamodule(dataset: str, img_size: int, batch_size: int, train_subset:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(SplitDataModule):
     """ImageNet-1k from the standard folder layout `<root>/imagenet/{train,val}/<wnid>/*.JPEG`,
     read by DataLoader workers (too large to hold as tensors). Training: random-resized crop
     (bicubic) and horizontal flip; evaluation: resize to img_size/0.875 and centre crop. The test
@@ -192,11 +200,3 @@ class ImageNetDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0, drop_last=shuffle)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -110,6 +110,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # a local run
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # the cell's lock file
         trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
         metrics = _scalars(trainer.callback_metrics)
@@ -157,6 +158,8 @@ def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.T
     env            library versions, device, device_name, device_count, precision, attention_path,
                    host, commit, dirty (see vitstudy.env)
     attention_path the attention path taken (also in env; kept here for schema-1 readers)
+    attempt        how many times this cell has been started (1 for a run never interrupted)
+    resumed_from   {epoch, global_step} of the checkpoint this attempt resumed from, or null
     """
     if trainer is not None:
         device, count = trainer.strategy.root_device.type, trainer.num_devices
