@@ -59,7 +59,7 @@ def test_softmax_grid_varies_normalisers_only_where_there_is_attention():
     assert {(n, w) for m, n, _, w in combos if m == "dwsa"} == {(None, None), (None, 7)}
 
 
-@pytest.mark.parametrize("name", ["ff_only", "softmax"])
+@pytest.mark.parametrize("name", ["ff_only", "softmax", "cmhsa"])
 def test_smoke_setting_trains_every_cell_on_a_cpu(name, tmp_path):
     path = Path(__file__).parent.parent / "ablations" / f"{name}.yaml"
     assert main(["run-grid", str(path), "--smoke", "--out", str(tmp_path)]) == 0

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from vitstudy.executors.worker import Terminated, on_sigterm
 from vitstudy.manifest import ManifestError, load
 from vitstudy.registry import UnknownNameError
 from vitstudy.report import DEFAULT_METRICS
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `vitstudy plan M | head`
         sys.stderr.close()
         return EXIT_OK
-    except KeyboardInterrupt:  # the running cell keeps its last.ckpt and resumes on the next run-grid
+    except (KeyboardInterrupt, Terminated):  # the running cell keeps its last.ckpt and resumes later
         print("\nvitstudy: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except UnknownNameError as e:
@@ -56,6 +59,29 @@ def _parser() -> argparse.ArgumentParser:
                      help="cells trained at once (default: one per GPU, else 1; CPU threads are split)")
     run.add_argument("--smoke", action="store_true",
                      help="apply the manifest's smoke: overrides (tiny data and steps); own ids and folder")
+    run.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
+                     help="where cells train: this machine (default), a SLURM job array, Ray tasks")
+    cl = run.add_argument_group("slurm and ray (see README, 'Running a grid on a cluster')")
+    cl.add_argument("--partition", help="slurm: sbatch --partition")
+    cl.add_argument("--time", default="60", help="slurm: sbatch --time per cell, minutes or [D-]H:M:S "
+                                                   "(a cell that runs out is requeued and resumes)")
+    cl.add_argument("--gpus-per-cell", type=int, default=0,
+                    help="slurm: --gpus-per-node (and --ntasks-per-node, for DDP); ray: num_gpus per task")
+    cl.add_argument("--cpus-per-cell", type=int, default=None,
+                    help="slurm: --cpus-per-task (default 2); ray: num_cpus per task (default 1 or 2)")
+    cl.add_argument("--mem-gb", type=float, help="slurm: sbatch --mem")
+    cl.add_argument("--max-concurrent", type=_positive_int, default=256,
+                    help="slurm: array tasks at once (--array=0-N%%K)")
+    cl.add_argument("--account", help="slurm: sbatch --account")
+    cl.add_argument("--qos", help="slurm: sbatch --qos")
+    cl.add_argument("--constraint", help="slurm: sbatch --constraint")
+    cl.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                    help="slurm: any other sbatch option, e.g. --sbatch mail-type=END (repeatable)")
+    cl.add_argument("--wait", action="store_true",
+                    help="slurm: follow the jobs until none is queued, then print the table "
+                         "(default: submit and exit; `vitstudy plan M` shows progress)")
+    cl.add_argument("--address", help="ray: an existing cluster ('auto', 'ray://host:10001'; "
+                                      "default: start a local one)")
     run.set_defaults(func=cmd_run_grid)
 
     plan = sub.add_parser("plan", help="list a manifest's cells with ids, status, params and MACs")
@@ -133,18 +159,69 @@ def cmd_run_grid(args) -> int:
     grid = load(args.manifest, smoke=args.smoke)  # every cell validated before anything runs
     _quiet_lightning()
     from vitstudy.executors.local import run_local
-    from vitstudy.report import for_manifest, write
 
     folder = args.out / grid.folder
     print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {folder}", flush=True)
-    progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
-                         workers=args.workers)
+    # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: the cell keeps its last.ckpt
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if args.backend == "slurm":
+        return _run_slurm(args, grid, folder)
+    if args.backend == "ray":
+        from vitstudy.executors.ray import default_cpus_per_cell, run_ray
+
+        progress = run_ray(grid, args.out, address=args.address, retry_failed=args.retry_failed,
+                           cpus_per_cell=args.cpus_per_cell or default_cpus_per_cell(),
+                           gpus_per_cell=args.gpus_per_cell)
+    else:
+        progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
+                             workers=args.workers)
+    return _report(args, folder, progress.summary(),
+                   sum(n for s, n in progress.counts.items() if s not in ("done", "skipped")))
+
+
+def _run_slurm(args, grid, folder: Path) -> int:
+    from vitstudy import files
+    from vitstudy.executors import slurm
+
+    if not slurm.available():
+        print("vitstudy: error: --backend slurm: sbatch/squeue not found on this machine", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        options = slurm.SlurmOptions(
+            partition=args.partition, time_min=slurm.parse_time(args.time), gpus_per_cell=args.gpus_per_cell,
+            cpus_per_cell=args.cpus_per_cell or 2, mem_gb=args.mem_gb, max_concurrent=args.max_concurrent,
+            account=args.account, qos=args.qos, constraint=args.constraint,
+            extra=dict(_key_value(kv) for kv in args.sbatch))
+        slurm.submit(grid, args.out, options, retry_failed=args.retry_failed)
+    except ValueError as e:
+        print(f"vitstudy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.wait:
+        print(f"state lives in {folder}: `vitstudy plan {args.manifest}` shows progress; "
+              "run the same command again after a crash (queued cells are not submitted twice)")
+        return EXIT_OK
+    slurm.wait(grid, args.out)
+    statuses = [(files.read_json(grid.cell_dir(args.out, c) / "metrics.json") or {}).get("status", "pending")
+                for c in grid.cells]
+    summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    return _report(args, folder, summary, sum(s != "done" for s in statuses))
+
+
+def _key_value(text: str) -> tuple[str, str | bool]:
+    key, sep, value = text.partition("=")
+    if not key:
+        raise ValueError(f"--sbatch {text!r}: use KEY=VALUE (or KEY for a flag)")
+    return key.lstrip("-"), value if sep else True
+
+
+def _report(args, folder: Path, summary: str, bad: int) -> int:
+    from vitstudy.report import for_manifest, write
+
     report, _ = for_manifest(args.manifest, args.out, smoke=args.smoke)
     write(report, folder)  # table.{md,csv,tex,html} and the plots
     print()
     print(report.render("md"))
-    print(f"{progress.summary()}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
-    bad = sum(n for s, n in progress.counts.items() if s not in ("done", "skipped"))
+    print(f"{summary}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -162,12 +239,15 @@ def cmd_plan(args) -> int:
 
     cost = lru_cache(maxsize=None)(model_cost)
     counts, walls, rows = Counter(), [], []
+    queued = _slurm_queued(grid, args.out)
     for cell in grid.cells:
         run_dir = grid.cell_dir(args.out, cell)
         record = files.read_json(run_dir / "metrics.json") or {}
         status = record.get("status", "pending")
         if status == "running" and not is_running(run_dir):
             status = "interrupted"  # its process died: the next run-grid resumes it from last.ckpt
+        if status in ("pending", "interrupted") and cell.run_id in queued:
+            status = "queued"  # a task of `run-grid --backend slurm` waits in SLURM's queue to train it
         if status == "done" and record.get("wall_time_s"):
             walls.append(float(record["wall_time_s"]))
         counts[status] += 1
@@ -177,12 +257,24 @@ def cmd_plan(args) -> int:
                     f"{human(c.macs):>7s} MACs" + (f"  expect {expect}" if expect else ""))
     print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {args.out / grid.folder}")
     print("\n".join(rows))
-    left = counts["pending"] + counts["interrupted"] + counts["running"]
+    left = counts["pending"] + counts["interrupted"] + counts["running"] + counts["queued"]
     seconds = eta(walls, left)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     print(f"{summary}" + (f"; about {duration(seconds)} left on one worker (median "
                           f"{duration(sorted(walls)[len(walls) // 2])} per cell)" if seconds else ""))
     return EXIT_OK
+
+
+def _slurm_queued(grid, out: Path) -> dict[str, str]:
+    """run_id → job id of the cells that SLURM holds a task for (none without a SLURM submission)."""
+    from vitstudy.executors import slurm
+
+    if not (slurm.jobs_dir(grid, out) / slurm.JOBS_FILE).exists() or not slurm.available():
+        return {}
+    try:
+        return slurm.in_queue(grid, out)
+    except (OSError, subprocess.CalledProcessError):  # slurmctld unreachable: show the files' status
+        return {}
 
 
 def cmd_report(args) -> int:

@@ -25,6 +25,10 @@
         test/acc1: 72.2           # metric name → number (any name: test/acc1, params, macs, ...)
         params: 5.7e6
         source: "Touvron et al. 2021, Table 1"  # optional citation string
+    phases:                       # cells that go on in a second phase (Li et al. 2021's CMHSA)
+      - match: {model.mixer: conv}  # which cells are phase 1 (keys of the resolved spec, as in expect)
+        transfer: conv_to_attention # how phase 1's final weights start phase 2 (vitstudy.phases)
+        train: {epochs: 300}      # phase 2's own overrides (sections as in defaults)
     smoke:                        # overrides applied with `--smoke`, before validation and hashing
       data: {train_subset: 256}   # (sections as in defaults, plus `seeds`); they win over defaults
       train: {epochs: 1}          # and grid values; smoke cells get their own ids and go to
@@ -35,6 +39,12 @@ Semantics: cell = defaults ⊕ one combination of grid values ⊕ (smoke overrid
 the same reference values. Cells with the same resolved spec collapse to one; a grid with no cells is an
 error, and so are an exclude/expect rule that matches no cell, a zip group of unequal lengths, a key on
 two axes, an include cycle.
+
+Phases: a cell matched by a `phases` rule (the first that matches) gets the axis `phase: 1` and a phase-2
+cell, axis `phase: 2`: phase 1's resolved spec with the transfer's model (vitstudy.phases), the rule's
+sections over it, then the smoke data/train/log overrides, and `train.init_from` = phase 1's run id (so
+phase 2's id includes phase 1's). Exclude rules apply to phase 1 only; expect rules to both. Phase-2
+cells come after every phase-1 cell; the executor runs a phase-2 cell once its phase 1 is done.
 
 Objects: `Grid.cells` is a tuple of `Cell`; `cell.spec` (RunSpec), `cell.run_id`, `cell.grid` (the name of
 the manifest that owns it: its folder), `cell.axes` ((dotted key, value) pairs that distinguish it),
@@ -65,7 +75,8 @@ from vitstudy.registry import DATASETS, UnknownNameError
 from vitstudy.spec import DataSpec, LogSpec, ModelSpec, RunSpec, TrainSpec
 
 SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "log": LogSpec}
-TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "seeds", "expect", "smoke")
+TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "seeds", "expect", "smoke",
+             "phases")
 SMOKE_SUFFIX = "-smoke"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -189,6 +200,7 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
     excludes = _rules(raw.get("exclude", []), "exclude", bad)
     expects = _rules(raw.get("expect", []), "expect", bad)
     smoke_sections, smoke_seeds = _smoke(raw.get("smoke"), bad)
+    phase_rules = _phase_rules(raw.get("phases"), bad)
     if smoke and smoke_seeds is not None:
         seeds = smoke_seeds
     if problems:
@@ -196,7 +208,8 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
 
     cell_name = name + SMOKE_SUFFIX if smoke and "smoke" in raw else name
     cells: dict[str, Cell] = {}  # digest (with grid name) -> first cell with that spec
-    used_excludes, used_expects = set(), set()
+    used_excludes, used_expects, used_phases = set(), set(), set()
+    second: dict[str, Cell] = {}  # phase-2 cells, after every phase-1 cell
     for combo in (itertools.chain.from_iterable(_combos(s) for s in subgrids) if own_cells_wanted else []):
         overrides = {key: (value, path) for key, value, path in combo}
         for seed in seeds:
@@ -213,17 +226,31 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
             used_excludes.update(hit)
             if hit:
                 continue
-            expect: dict[str, float] = {}
-            source = None
-            for i, rule in enumerate(expects):
-                if _matches(rule["match"], semantic):
-                    used_expects.add(i)
-                    expect.update(rule["values"])
-                    source = rule["source"] or source
+            expect, source = _expected(expects, semantic, used_expects)
             cell_axes = tuple((k, v) for k, v, _ in combo)
+            phased = next((i for i, r in enumerate(phase_rules) if _matches(r["match"], semantic)), None)
+            if phased is not None:
+                used_phases.add(phased)
+                cell_axes += (("phase", 1),)
             cell = Cell(spec, make_run_id(cell_axes, spec), cell_axes, expect, source)
             cells.setdefault(f"{spec.grid}/{spec.digest()}", cell)
-    for kind, rules, used in (("exclude", excludes, used_excludes), ("expect", expects, used_expects)):
+            if phased is not None:
+                rule, smoke2 = phase_rules[phased], smoke_sections if smoke and "smoke" in raw else {}
+                try:
+                    semantic2 = _next_phase(semantic, cell.run_id, rule, {}, phased).model_dump(mode="json")
+                    spec2 = _next_phase(spec.model_dump(mode="json"), cell.run_id, rule, smoke2, phased)
+                except _CellError as e:
+                    for path, message in e.problems:
+                        bad(path, message)
+                    continue
+                axes2 = cell_axes[:-1] + (("phase", 2),)
+                expect2, source2 = _expected(expects, semantic2, used_expects)
+                second.setdefault(f"{spec2.grid}/{spec2.digest()}",
+                                  Cell(spec2, make_run_id(axes2, spec2), axes2, expect2, source2))
+    for key, cell in second.items():
+        cells.setdefault(key, cell)
+    for kind, rules, used in (("exclude", excludes, used_excludes), ("expect", expects, used_expects),
+                              ("phases", phase_rules, used_phases)):
         for i, rule in enumerate(rules):
             if own_cells_wanted and i not in used and not problems:
                 where = (kind, i) if kind == "exclude" else (kind, i, "match")
@@ -238,6 +265,7 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
         raise ManifestError(file, [Problem("grid", "the grid has no cells (every cell was excluded?)",
                                            lines.line(("grid",)))])
     axes = list(dict.fromkeys(k for sub in subgrids for factor in sub for opt in factor for k, _, _ in opt))
+    axes += ["phase"] if used_phases else []
     for sub in included:
         axes += [a for a in sub.axes if a not in axes]
     return Grid(name, str(file), str(raw.get("description", "")), tuple(axes), tuple(cells.values()),
@@ -364,6 +392,75 @@ def _seeds(seeds: Any, path: tuple, bad) -> list[int]:
     if len(set(seeds)) != len(seeds):
         bad(path, f"{seeds!r} repeats a seed")
     return seeds
+
+
+def _expected(expects: list[dict], semantic: dict, used: set) -> tuple[dict[str, float], str | None]:
+    """The reference values (and their source) of every expect rule matching a resolved spec."""
+    expect: dict[str, float] = {}
+    source = None
+    for i, rule in enumerate(expects):
+        if _matches(rule["match"], semantic):
+            used.add(i)
+            expect.update(rule["values"])
+            source = rule["source"] or source
+    return expect, source
+
+
+def _phase_rules(rules: Any, bad) -> list[dict]:
+    """phases: [{match: {key: value}, transfer: name, <section>: {...}}] (see the module docstring)."""
+    from vitstudy.phases import TRANSFERS
+
+    if rules is None:
+        return []
+    if not isinstance(rules, list):
+        bad(("phases",), "phases is a list of rules, e.g. [{match: {model.mixer: conv}, "
+                         "transfer: conv_to_attention, train: {epochs: 300}}]")
+        return []
+    out = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or rule.get("transfer") not in TRANSFERS:
+            got = rule.get("transfer") if isinstance(rule, dict) else rule
+            bad(("phases", i) + (("transfer",) if isinstance(rule, dict) else ()),
+                f"{got!r}: a phase rule is a mapping with `transfer` (one of {', '.join(TRANSFERS)}), "
+                "optionally `match` and phase-2 sections")
+            continue
+        match = rule.get("match", {})
+        checked = _rules([{"match": match, "phase": 2}], "expect",
+                         lambda p, m, i=i: bad(("phases", i) + p[2:], m))
+        rest = {k: v for k, v in rule.items() if k not in ("match", "transfer")}
+        sections = _section_dicts(rest, ("phases", i), bad, "a phase rule")
+        for section, fields in sections.items():
+            for f in fields:
+                if f not in SECTIONS[section].model_fields or (section, f) in (("train", "init_from"),
+                                                                               ("train", "transfer")):
+                    valid = SECTIONS[section].model_fields
+                    bad(("phases", i, section, f), _unknown(f"{section} option", f, valid))
+        if checked:
+            out.append({"match": match, "transfer": rule["transfer"], "sections": sections})
+    return out
+
+
+def _next_phase(first: dict, run_id: str, rule: dict, smoke: dict, index: int) -> RunSpec:
+    """Phase 2's spec from phase 1's resolved spec (JSON data), its run id and the phase rule."""
+    from vitstudy.phases import transferred_model
+
+    sections = {s: dict(first.get(s, {})) for s in SECTIONS}
+    try:
+        sections["model"] = transferred_model(sections["model"], rule["transfer"])
+    except ValueError as e:
+        raise _CellError([(("phases", index, "transfer"), str(e))]) from None
+    for s, fields in rule["sections"].items():
+        sections[s].update(fields)
+    sections["train"].update(init_from=run_id, transfer=rule["transfer"])
+    for s, fields in smoke.items():
+        if s != "model":  # phase 1's model already has the smoke overrides; the transfer derives from it
+            sections[s].update(fields)
+    try:
+        return RunSpec(grid=first["grid"], seed=first["seed"], **sections)
+    except ValidationError as e:
+        raise _CellError([(("phases", index) + tuple(str(x) for x in err["loc"][:2]),
+                           "phase 2: " + _explain(err, SECTIONS.get(str(err["loc"][0]))))
+                          for err in e.errors()]) from None
 
 
 def _smoke(smoke: Any, bad) -> tuple[dict[str, dict], list[int] | None]:

@@ -86,7 +86,8 @@ DATASETS = Registry("dataset")
 MIXERS.register(
     "attention", "vitstudy.models.mixers.attention:Attention",
     "multi-head self-attention with a pluggable score normaliser",
-    "Dosovitskiy et al. 2021 (ViT)", options=("num_heads", "qkv_bias", "attn_path"), normalizer=True,
+    "Dosovitskiy et al. 2021 (ViT)", options=("num_heads", "qkv_bias", "attn_path", "head_dim", "null_key"),
+    normalizer=True,
     rel_pos=False, mixes_prefix=True,
 )
 MIXERS.register(
@@ -177,6 +178,13 @@ DATASETS.register("digits", "vitstudy.data:DigitsDataModule",
 DATASETS.register("imagenet", "vitstudy.data:ImageNetDataModule",
                   "ImageNet-1k from <root>/imagenet/{train,val}/<wnid>/ (not downloadable: bring it)",
                   "Deng et al. 2009", num_classes=1000, in_chans=3, img_size=224, on_disk=True)
+DATASETS.register("cifar10", "vitstudy.data_cifar:CifarDataModule",
+                  "CIFAR-10 as device tensors, crop+flip in batches; downloads into data.root when online",
+                  "Krizhevsky 2009", num_classes=10, in_chans=3, img_size=32, on_disk=True)
+DATASETS.register("cifar100", "vitstudy.data_cifar:Cifar100DataModule",
+                  "CIFAR-100 as device tensors, crop+flip in batches; downloads into data.root when online",
+                  "Krizhevsky 2009; Li et al. 2021 (CMHSA)", num_classes=100, in_chans=3, img_size=32,
+                  on_disk=True)
 DATASETS.register("synthetic", "vitstudy.data:SyntheticDataModule",
                   "class prototypes plus noise: learnable, deterministic, any size (smoke tests)",
                   "", num_classes=10, in_chans=3, img_size=32)

@@ -91,6 +91,8 @@ class ModelSpec(_Strict):
     # --- token-mixer, normaliser and block options: each belongs to the components whose registry
     # entry lists it in meta["options"]; setting one for another component is an error -------------
     rel_pos: Optional[bool] = None  # learned 2-D relative position (attention, dwsa); None: mixer default
+    head_dim: Optional[PositiveInt] = None  # attention: head width; None: embed_dim / num_heads
+    null_key: bool = False  # attention: a zero key/value with a learned per-query score (CMHSA)
     window: Optional[PositiveInt] = None  # dwsa: local window (odd); None: global
     kernel_size: PositiveInt = 3  # conv: kernel (odd)
     conv_groups: Literal["full", "depthwise"] = "full"  # conv: C→C or per channel
@@ -188,7 +190,8 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}; "
                 f"valid patch sizes: {[p for p in range(1, self.img_size + 1) if self.img_size % p == 0]}")
-        if "num_heads" in MIXERS.entry(self.mixer).meta["options"] and self.embed_dim % self.num_heads:
+        if ("num_heads" in MIXERS.entry(self.mixer).meta["options"] and self.embed_dim % self.num_heads
+                and getattr(self, "head_dim", None) is None):
             raise ValueError(
                 f"num_heads {self.num_heads} does not divide embed_dim {self.embed_dim}; valid: "
                 f"{[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0][:12]}")
@@ -217,6 +220,20 @@ class TrainSpec(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
     devices: int | Literal["auto"] = 1
     deterministic: bool = False
+    # multi-phase runs (vitstudy.phases), set by the manifest's `phases:` rules, never by hand:
+    init_from: Optional[str] = None  # the run id (same grid folder) whose final weights start this run
+    transfer: Optional[Literal["conv_to_attention", "copy"]] = None  # how those weights become ours
+    # conv_to_attention: the score of every non-target key. −1e4 is exact (one-hot softmax) but saturated:
+    # the attention pattern then gets no gradient. A finite value (e.g. −10) leaks ≤ N·e^m of each row's
+    # weight off target and lets phase 2 learn where to attend (vitstudy.models.conv_attention).
+    transfer_mask_value: float = Field(-1e4, lt=0)
+
+    @model_validator(mode="after")
+    def _mask_needs_transfer(self) -> "TrainSpec":
+        if self.transfer_mask_value != -1e4 and self.transfer != "conv_to_attention":
+            raise ValueError("transfer_mask_value applies only to a conv_to_attention phase "
+                             f"(transfer is {self.transfer!r})")
+        return self
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainSpec":

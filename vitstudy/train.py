@@ -84,6 +84,10 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     system = ImageClassifier(model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr,
                              weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
                              label_smoothing=t.label_smoothing, betas=t.betas)
+    if t.init_from and not ckpt.exists():  # phase 2 (vitstudy.phases); resumed, it loads its own ckpt
+        from vitstudy.phase_init import init_from_phase
+
+        init_from_phase(system.model, spec, run_dir)
     if progress is None:
         progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
     monitor = RunMonitor()
@@ -121,7 +125,8 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
                      **attempt)
-    files.write_json(run_dir / METRICS_FILE, record)
+    if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
+        files.write_json(run_dir / METRICS_FILE, record)
     return record
 
 

@@ -47,16 +47,39 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
             todo.append(cell)
     if todo:
         echo(progress.line())
-    deferred: list[Cell] = []
-    if workers == 1 or len(todo) <= 1:
-        stop = _in_process(todo, dirs, progress, deferred, fail_fast, retry_failed, timeout=0)
-    else:
-        stop = _pool(todo, dirs, progress, deferred, fail_fast, retry_failed, workers)
-    if deferred and not stop:
-        echo(f"waiting for {len(deferred)} cell(s) that another process is training")
-        stop = _in_process(deferred, dirs, progress, [], fail_fast, retry_failed, timeout=-1)
+    stop = False
+    # phase-2 cells (train.init_from, vitstudy.phases) run after the wave of their phase 1
+    for phase in (1, 2):
+        wave = [] if stop else _phase_one(todo) if phase == 1 else _phase_two(todo, dirs, echo)
+        if not wave:
+            continue
+        deferred: list[Cell] = []
+        if workers == 1 or len(wave) <= 1:
+            stop = _in_process(wave, dirs, progress, deferred, fail_fast, retry_failed, timeout=0)
+        else:
+            stop = _pool(wave, dirs, progress, deferred, fail_fast, retry_failed, workers)
+        if deferred and not stop:
+            echo(f"waiting for {len(deferred)} cell(s) that another process is training")
+            stop = _in_process(deferred, dirs, progress, [], fail_fast, retry_failed, timeout=-1)
     progress.counts["not run"] += len(grid.cells) - progress.finished
     return progress
+
+
+def _phase_one(todo: list[Cell]) -> list[Cell]:
+    return [c for c in todo if not c.spec.train.init_from]
+
+
+def _phase_two(todo: list[Cell], dirs: dict, echo: Callable[[str], None]) -> list[Cell]:
+    """The phase-2 cells whose phase 1 is done (asked after the first wave ran); the others: not run."""
+    wave = []
+    for cell in (c for c in todo if c.spec.train.init_from):
+        first = dirs[cell.run_id + cell.grid].parent / cell.spec.train.init_from
+        status = (files.read_json(first / "metrics.json") or {}).get("status", "pending")
+        if status == "done":
+            wave.append(cell)
+        else:
+            echo(f"  - {cell.run_id} not run: its phase 1 {first.name} is {status}")
+    return wave
 
 
 def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progress: Progress,

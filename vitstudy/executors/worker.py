@@ -22,6 +22,17 @@ METRICS_FILE = "metrics.json"  # == vitstudy.train.METRICS_FILE (not imported: i
 _EVENTS: Any = None  # in a spawned worker: a queue to announce the cells it starts
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised by `on_sigterm`. Not an Exception, so that run_cell does not record it as the
+    cell's failure (the cell stays "running" with its last.ckpt and resumes), and not a
+    KeyboardInterrupt, which Lightning turns into sys.exit(1)."""
+
+
+def on_sigterm(signum, frame) -> None:
+    """A SIGTERM handler: end the attempt like Ctrl-C (Lightning calls it after its own handler)."""
+    raise Terminated(f"signal {signum}")
+
+
 def init_worker(devices: Any, threads: int | None, events: Any) -> None:
     """Initialiser of a spawned worker: pin a GPU (one per worker, from the `devices` queue), split the
     CPU threads, quiet Lightning's info lines. Runs before torch is imported."""

@@ -5,6 +5,11 @@ Users fine-tune from timm's pretrained checkpoints this way when they are online
 (`from_timm(timm.create_model("deit_small_patch16_224", pretrained=True))`); the logits agree with
 timm's to float tolerance. Features of timm's ViT that the vitstudy body does not have (register
 tokens, qk-norm, pre-norm, attention pooling, ...) are refused by name rather than dropped silently.
+
+`conv_to_attention(conv_mixer, grid)` and `min_heads(K, P, inputs)`: the exact conv → attention
+construction of Li et al. 2021 ("Can Vision Transformers Perform Convolution?"), documented in
+vitstudy.models.conv_attention. `conv_model_to_attention(model, spec)`: a whole phase-1 model (conv
+mixers, gap head) as the phase-2 model (attention mixers) with the same logits, and its spec.
 """
 
 from __future__ import annotations
@@ -13,7 +18,30 @@ import torch
 from torch import nn
 
 from vitstudy.models.build import build_model, resolve_model
+from vitstudy.models.conv_attention import MASK_VALUE, conv_to_attention, load_conv, min_heads
 from vitstudy.models.vit import VisionTransformer
+from vitstudy.phases import transferred_model
+from vitstudy.spec import ModelSpec
+
+__all__ = ["conv_model_to_attention", "conv_to_attention", "from_timm", "min_heads"]
+
+
+def conv_model_to_attention(model: VisionTransformer, spec: ModelSpec, *, mask_value: float = MASK_VALUE,
+                            ) -> tuple[VisionTransformer, ModelSpec]:
+    """The phase-2 model of CMHSA (Li et al. 2021) and its spec: `model`'s conv mixers as exact
+    attention mixers, every other weight copied, so the logits are unchanged at the transfer
+    (`mask_value`: see vitstudy.models.conv_attention on exactness vs trainability)."""
+    if spec.mixer != "conv":
+        raise ValueError(f"conv_model_to_attention needs a model with conv mixers, got {spec.mixer!r}")
+    new_spec = ModelSpec(**transferred_model(spec.model_dump(), "conv_to_attention"))
+    ours = build_model(new_spec).to(next(model.parameters()).device)
+    state = {k: v for k, v in model.state_dict().items() if ".mixer." not in k}
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    if unexpected or any(".mixer." not in k for k in missing):
+        raise RuntimeError(f"conv → attention transfer left missing={missing} unexpected={unexpected}")
+    for src, dst in zip(model.blocks, ours.blocks, strict=True):
+        load_conv(dst.mixer, src.mixer, model.grid, mask_value=mask_value)
+    return ours.train(model.training), new_spec
 
 
 def from_timm(model: nn.Module) -> VisionTransformer:

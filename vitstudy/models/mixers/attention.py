@@ -7,6 +7,13 @@ when the normaliser is a softmax, and the explicit one (two matmuls around the n
 works for every normaliser. `attn_path="auto"` picks per call from the device and dtype (never through
 a process-wide switch, since one grid mixes variants) and records the choice in `self.path_taken`.
 Weight names (qkv, proj) follow timm so checkpoints map one to one.
+
+Two options serve the exact conv → attention transfer of Li et al. 2021 (vitstudy.models.transfer),
+both off by default so every other model is unchanged: `head_dim` decouples the head width from
+dim / num_heads (the value path is num_heads·head_dim wide, `proj` maps it back to dim), and
+`null_key` appends one key whose key and value are zero and whose score is a learned bias per
+(head, query), `null_bias` (h, N): a head can put its weight on "nothing" (output 0), which is how a
+one-hot head reproduces the convolution's zero padding at the border and the unmixed class token.
 """
 
 from __future__ import annotations
@@ -44,13 +51,18 @@ class Attention(nn.Module):
         normalizer: Callable[..., nn.Module] = Softmax,
         attn_path: Path = "auto",
         rel_pos: bool = False,
+        head_dim: int | None = None,
+        null_key: bool = False,
     ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"num_heads {num_heads} does not divide dim {dim}")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"num_heads {num_heads} does not divide dim {dim}")
+            head_dim = dim // num_heads
+        self.num_heads, self.head_dim = num_heads, head_dim
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        inner = num_heads * head_dim  # the width of q, k and v (dim unless head_dim is given)
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         num_tokens = num_prefix_tokens + grid[0] * grid[1] if grid else 1
         self.normalizer = normalizer(num_heads=num_heads, num_tokens=num_tokens)
         self.rel_pos = None
@@ -58,7 +70,9 @@ class Attention(nn.Module):
             if not grid:
                 raise ValueError("a relative position bias needs a token grid")
             self.rel_pos = RelativePositionBias(num_heads, grid, num_prefix_tokens)
-        self.proj = nn.Linear(dim, dim)
+        # the null key's score for each (head, query); its key and value are zero
+        self.null_bias = nn.Parameter(torch.zeros(num_heads, num_tokens)) if null_key else None
+        self.proj = nn.Linear(inner, dim)
         fused_scale = getattr(self.normalizer, "fused_scale", lambda _: None)(self.head_dim)
         if attn_path == "fused" and fused_scale is None:
             name = type(self.normalizer).__name__
@@ -71,6 +85,10 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         bias = self.rel_pos() if self.rel_pos is not None else None  # (h, N, N)
+        if self.null_bias is not None:
+            k, v = F.pad(k, (0, 0, 0, 1)), F.pad(v, (0, 0, 0, 1))  # (B, h, N+1, hd): zero null key
+            bias = bias if bias is not None else k.new_zeros(self.num_heads, N, N)
+            bias = torch.cat([bias, self.null_bias[:, :N, None]], dim=-1)  # (h, N, N+1)
         if self._use_fused(q):
             self.path_taken = "fused"
             # softmax((q·k/√d + b) / t) = softmax(q·k · fused_scale + b · fused_scale/scale)
@@ -82,7 +100,7 @@ class Attention(nn.Module):
             if bias is not None:
                 scores = scores + bias
             o = self.normalizer(scores) @ v  # (B, h, N, hd)
-        return self.proj(o.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+        return self.proj(o.transpose(1, 2).reshape(B, N, -1))  # (B, N, C)
 
     def _use_fused(self, q: torch.Tensor) -> bool:
         if self.fused_scale is None or self.path == "explicit":
