@@ -252,3 +252,25 @@ def test_mixer_defaults_are_canonical_so_equal_models_share_an_id():
     assert a == b and a.rel_pos is None
     assert resolve_model("vit_micro").normalizer == "softmax"
     assert resolve_model("vit_micro", mixer="pool", head="gap").normalizer is None
+
+
+def test_list_shows_every_registered_name_with_its_paper(capsys):
+    from vitstudy.cli import main
+    from vitstudy.registry import REGISTRIES
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    sections, current = {}, None
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            current = sections.setdefault(line.rstrip(":"), [])
+        else:
+            current.append(line)
+    for registry in REGISTRIES:
+        lines = sections[f"{registry.kind}s"]
+        assert len(lines) == len(registry.names())
+        for entry in registry.entries():
+            line = next(ln for ln in lines if ln.strip().startswith(entry.name + " "))
+            assert entry.summary in line and (not entry.paper or entry.paper in line)
+    for name in PRESETS:
+        assert f"  {name} " in out

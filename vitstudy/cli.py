@@ -353,20 +353,10 @@ def cmd_bench(args) -> int:
 
 def cmd_list(args) -> int:
     from vitstudy.models.presets import PRESETS
-    from vitstudy.registry import (
-        CHANNEL_MIXERS,
-        DATASETS,
-        HEADS,
-        MIXERS,
-        NORMALIZERS,
-        POSITIONS,
-        TOKENIZERS,
-    )
+    from vitstudy.registry import REGISTRIES
 
-    for title, reg in (("mixers", MIXERS), ("normalizers", NORMALIZERS),
-                       ("channel mixers", CHANNEL_MIXERS), ("tokenizers", TOKENIZERS),
-                       ("positions", POSITIONS), ("heads", HEADS), ("datasets", DATASETS)):
-        print(f"{title}:")
+    for reg in REGISTRIES:
+        print(f"{reg.kind}s:")
         for e in reg.entries():
             print(f"  {e.name:12s} {e.summary}" + (f"  [{e.paper}]" if e.paper else ""))
     print("presets:")

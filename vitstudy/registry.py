@@ -78,6 +78,7 @@ POSITIONS = Registry("position")
 TOKENIZERS = Registry("tokenizer")
 HEADS = Registry("head")
 DATASETS = Registry("dataset")
+REGISTRIES = (MIXERS, NORMALIZERS, CHANNEL_MIXERS, TOKENIZERS, POSITIONS, HEADS, DATASETS)  # for `list`
 
 # --- token mixers: forward(x: (B, N, C), grid: (H, W)) -> (B, N, C) ------------------------------
 # meta: options = the ModelSpec fields the constructor takes (same names); normalizer = takes one;
