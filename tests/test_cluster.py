@@ -239,3 +239,19 @@ def test_slurm_phase_two_waits_for_phase_one(tmp_path):
     assert first["status"] == second["status"] == "done"
     assert second["spec"]["train"]["init_from"] == first["run_id"]
     assert second["started_at"] >= first["finished_at"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backend", "slurm", "--workers", "2"], "--workers applies to --backend local, not slurm"),
+    (["--backend", "ray", "--fail-fast"], "--fail-fast applies to --backend local, not ray"),
+    (["--partition", "gpu"], "--partition applies to --backend slurm, not local"),
+    (["--backend", "slurm", "--address", "auto"], "--address applies to --backend ray, not slurm"),
+    (["--gpus-per-cell", "1"], "--gpus-per-cell applies to --backend slurm/ray, not local"),
+])
+def test_an_option_of_another_backend_is_refused_not_ignored(argv, message, tmp_path, capsys):
+    from vitstudy.cli import main
+
+    manifest = Path(__file__).resolve().parents[1] / "experiments.yaml"
+    assert main(["run-grid", str(manifest), "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -155,7 +155,27 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# run-grid options that only one or two backends honour: given to another, they are an error, not ignored
+BACKEND_OPTIONS = {
+    "workers": ("local",), "fail_fast": ("local",), "address": ("ray",),
+    "partition": ("slurm",), "time": ("slurm",), "mem_gb": ("slurm",), "max_concurrent": ("slurm",),
+    "account": ("slurm",), "qos": ("slurm",), "constraint": ("slurm",), "sbatch": ("slurm",),
+    "wait": ("slurm",), "gpus_per_cell": ("slurm", "ray"), "cpus_per_cell": ("slurm", "ray"),
+}
+
+
+def _misplaced_options(args, parser_defaults: dict) -> list[str]:
+    return [f"--{name.replace('_', '-')} applies to --backend {'/'.join(backends)}, not {args.backend}"
+            for name, backends in BACKEND_OPTIONS.items()
+            if args.backend not in backends and getattr(args, name) != parser_defaults[name]]
+
+
 def cmd_run_grid(args) -> int:
+    misplaced = _misplaced_options(args, vars(_parser().parse_args(["run-grid", str(args.manifest)])))
+    if misplaced:
+        for message in misplaced:
+            print(f"vitstudy: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     grid = load(args.manifest, smoke=args.smoke)  # every cell validated before anything runs
     _quiet_lightning()
     from vitstudy.executors.local import run_local
