@@ -17,10 +17,17 @@ from typing import Any
 TRANSFERS = ("conv_to_attention", "copy")
 
 
-def conv_heads(kernel_size: int, grid: tuple[int, int]) -> int:
-    """Heads of the exact attention for a K×K conv on an H×W token grid: the offsets reaching a token."""
+def conv_offsets(kernel_size: int, grid: tuple[int, int]) -> list[tuple[int, int]]:
+    """The kernel offsets (row, col) that reach a token on an H×W grid, row-major: one head each in the
+    exact attention of a K×K conv (vitstudy.models.conv_attention)."""
     r = kernel_size // 2
-    return (2 * min(r, grid[0] - 1) + 1) * (2 * min(r, grid[1] - 1) + 1)
+    rr, rc = min(r, grid[0] - 1), min(r, grid[1] - 1)
+    return [(a, b) for a in range(-rr, rr + 1) for b in range(-rc, rc + 1)]
+
+
+def conv_heads(kernel_size: int, grid: tuple[int, int]) -> int:
+    """Heads of the exact attention for a K×K conv on an H×W token grid."""
+    return len(conv_offsets(kernel_size, grid))
 
 
 def transferred_model(model: dict[str, Any], transfer: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from torch import nn
 
 from vitstudy.models.mixers.attention import Attention
 from vitstudy.models.mixers.conv import ConvMixer
-from vitstudy.phases import conv_heads  # (2·min(r, H−1) + 1)·(2·min(r, W−1) + 1), torch-free
+from vitstudy.phases import conv_heads, conv_offsets  # torch-free: the manifest layer needs them too
 
 MASK_VALUE = -1e4  # exp(MASK_VALUE) == 0 exactly in float32, bfloat16 and float16
 
@@ -72,13 +72,6 @@ def min_heads(kernel_size: int, patch_size: int = 1, inputs: Literal["patch", "p
         raise ValueError(f"patch_size must be positive, got {patch_size}")
     reach = math.ceil((kernel_size // 2) / patch_size)
     return (2 * reach + 1) ** 2
-
-
-def conv_offsets(kernel_size: int, grid: tuple[int, int]) -> list[tuple[int, int]]:
-    """The kernel offsets (row, col) that reach a token on this grid, one head each, row-major."""
-    r = kernel_size // 2
-    rr, rc = min(r, grid[0] - 1), min(r, grid[1] - 1)
-    return [(a, b) for a in range(-rr, rr + 1) for b in range(-rc, rc + 1)]
 
 
 def dense_kernel(conv: nn.Conv2d) -> torch.Tensor:
