@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitstudy.data import DigitsDataModule, ImageNetDataModule, build_datamodule, random_shift
+from vitstudy.data import DigitsDataModule, build_datamodule, random_shift
+from vitstudy.data_folder import ImageNetDataModule
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():

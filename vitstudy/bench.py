@@ -124,3 +124,25 @@ def write_json(result: dict, path: Path) -> None:
     from vitstudy import files
 
     files.write_text(path, json.dumps(result, indent=2) + "\n")
+
+
+def plot_mixers(results: dict[str, dict], out_dir: Path) -> list[Path]:
+    """A bar per variant and precision: throughput ÷ timm's (1 = parity), as mixers.png/.svg."""
+    from vitstudy.plots import _pyplot, _save, colors
+
+    plt = _pyplot()
+    labels = list(next(iter(results.values()))["ratio_vs_timm"])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) * len(results) + 1.2))
+    height = 0.8 / len(results)
+    for i, ((precision, result), color) in enumerate(zip(results.items(), colors(len(results)), strict=True)):
+        ys = [j + (i - (len(results) - 1) / 2) * height for j in range(len(labels))]
+        ax.barh(ys, [result["ratio_vs_timm"][label] for label in labels], height=height, color=color,
+                label=f"{precision} (timm {result['timm_step_ms']:.0f} ms/step)")
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("training-step throughput ÷ timm VisionTransformer's (same dimensions)")
+    ax.set_title(next(iter(results.values()))["describe"], fontsize=8)
+    ax.legend(fontsize=8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _save(fig, out_dir / "mixers")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from vitstudy.env import DDP_CELL_ENV
 from vitstudy.executors.worker import Terminated, on_sigterm
 from vitstudy.manifest import ManifestError, load
 from vitstudy.registry import UnknownNameError
@@ -22,6 +24,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(DDP_CELL_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        from vitstudy.train import follow_ddp_cell  # a DDP rank Lightning started by re-running us
+
+        return follow_ddp_cell()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -129,15 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
 
     bench = sub.add_parser(
-        "bench", help="training-step throughput of every mixer × normaliser, as ratios to timm's ViT",
-        description="Times a training step of every token mixer × normaliser against timm's "
-                    "VisionTransformer of the same dimensions in this process (interleaved rounds, "
-                    "median ratio); ratio > 1 means vitstudy is faster.")
-    bench.add_argument("what", choices=["mixers"], help="which benchmark")
-    bench.add_argument("--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"])
-    bench.add_argument("--rounds", type=int, default=5)
-    bench.add_argument("--only", nargs="+", help="variant labels, e.g. attention+softmax dwsa")
-    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where JSON goes")
+        "bench", help="speed, as ratios measured in one process: mixers vs timm, Lightning vs a bare loop, "
+                      "data pipelines, bf16 vs fp32, utilisation, token-count scaling",
+        description="Benchmarks that report ratios against a reference run in the same process (shared "
+                    "machines are noisy): runs alternate in rounds and figures are medians. Each part "
+                    "prints a table and writes <out>/<part>.json; mixers and scaling also write plots.")
+    bench.add_argument("what", nargs="*", choices=["all", *BENCH_PARTS], default=["all"],
+                       help="which parts (default: all)")
+    bench.add_argument("--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"],
+                       help="mixers: the precisions to time")
+    bench.add_argument("--rounds", type=_positive_int, help="rounds per part (default: each part's own)")
+    bench.add_argument("--only", nargs="+", help="mixers: variant labels, e.g. attention+softmax dwsa")
+    bench.add_argument("--manifest", type=Path, default=Path("experiments.yaml"),
+                       help="loop and utilisation: the manifest whose first cell is timed")
+    bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when there is a GPU")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where JSON and plots go")
     bench.set_defaults(func=cmd_bench)
     return p
 
@@ -361,13 +373,47 @@ def cmd_profile(args) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args) -> int:
-    from vitstudy.bench import bench_mixers, format_mixers, write_json
+BENCH_PARTS = ("mixers", "loop", "data", "precision", "utilisation", "scaling")
 
-    for precision in args.precision:
-        result = bench_mixers(precision=precision, rounds=args.rounds, only=args.only)
-        print(format_mixers(result))
-        write_json(result, args.out / f"mixers_{precision}.json")
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from vitstudy import bench, bench_compute, bench_loop
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    parts = BENCH_PARTS if "all" in args.what else [p for p in BENCH_PARTS if p in args.what]
+    rounds = {"rounds": args.rounds} if args.rounds else {}
+    out = args.out
+
+    def emit(name: str, result: dict, table: str) -> None:
+        print(table)
+        bench.write_json(result, out / f"{name}.json")
+
+    for part in parts:
+        if part == "mixers":
+            results = {}
+            for precision in args.precision:
+                results[precision] = bench.bench_mixers(precision=precision, only=args.only, **rounds)
+                emit(f"mixers_{precision}", results[precision], bench.format_mixers(results[precision]))
+            bench.plot_mixers(results, out)
+        elif part == "loop":
+            result = bench_loop.bench_loop(args.manifest, **rounds)
+            emit("loop", result, bench_loop.format_loop(result))
+        elif part == "data":
+            result = bench_loop.bench_data(device=args.device, **rounds)
+            emit("data", result, bench_loop.format_data(result))
+        elif part == "precision":
+            result = bench_compute.bench_precision(device=args.device, **rounds)
+            emit("precision", result, bench_compute.format_precision(result))
+        elif part == "utilisation":
+            models = bench_compute.utilisation_models(manifest=args.manifest)
+            result = bench_compute.bench_utilisation(models, device=args.device, **rounds)
+            emit("utilisation", result, bench_compute.format_utilisation(result))
+        elif part == "scaling":
+            result = bench_compute.bench_scaling(device=args.device, **rounds)
+            emit("scaling", result, bench_compute.format_scaling(result))
+            bench_compute.plot_scaling(result, out)
     return EXIT_OK
 
 

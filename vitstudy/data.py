@@ -1,5 +1,19 @@
-"""LightningDataModules. Small datasets are held as tensors and served in whole batches by index
-(no per-sample Python pipeline), following airbench.
+"""LightningDataModules, and the choice between two ways of feeding a model.
+
+Device-resident (`pipeline.mode == "device"`): a dataset small enough to hold (digits, MNIST, CIFAR, a
+small image folder) is normalised and resized once, moved to the training device as two tensors, and
+served as batches sliced by index there (`DeviceBatches`), augmented in whole batches on the device
+(vitstudy.augment: translation, flip, random erasing; Mixup/CutMix in the LightningModule). No
+per-sample Python, no host-to-device copy per step: airbench's recipe (Jordan 2024).
+Per-sample (`"workers"`): DataLoader workers decode and transform one image at a time. Large datasets
+(ImageNet) always take it; a small one takes it for its training split when the recipe asks for per-image
+PIL operations (RandAugment, colour jitter), which have no batched form. Either way the training
+batches then get the same batch operations on the device. The choice is automatic and recorded in the
+run's metrics.json (`pipeline`).
+
+Sampling is the same on both paths: a DistributedSampler (shuffled with the run seed and the epoch, one
+shard per process under DDP) or timm's RepeatAugSampler for repeated augmentation, so both paths see the
+same samples in the same order for the same seed and epoch.
 
 `digits`: scikit-learn's load_digits, 1,797 real 8×8 handwritten digits (Alpaydin & Kaynak, UCI) that
 ship with scikit-learn, so the default grid runs offline. A fixed stratified split (independent of the
@@ -10,88 +24,219 @@ deterministic at any image size, for smoke grids and benchmarks.
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Callable, Iterator
+
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+
+from vitstudy.augment import BatchAugment, ImageAugment, random_shift  # noqa: F401 - random_shift re-exported
 
 SPLIT_SEED = 0  # the data split never depends on the run seed
+SEED_STRIDE = 100_003  # epoch e of seed s shuffles with e + s·stride (samplers keyed by epoch alone)
 
 
-def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Translate each image of a batch by its own random offset in [-shift, shift]² pixels: a random
-    crop of the replicate-padded image, done for the whole batch in one gather on its device."""
-    B, C, H, W = x.shape
-    padded = F.pad(x, (shift,) * 4, mode="replicate")  # (B, C, H+2s, W+2s)
-    dy, dx = torch.randint(0, 2 * shift + 1, (2, B, 1), device=x.device, generator=generator)
-    rows = (dy + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    b = torch.arange(B, device=x.device)[:, None, None, None]
-    c = torch.arange(C, device=x.device)[None, :, None, None]
-    return padded[b, c, rows, cols]  # (B, C, H, W)
+class SeededEpochs(Sampler):
+    """A sampler keyed by the epoch alone (timm's RepeatAugSampler) made to depend on the run seed too."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed = sampler, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch + self.seed * SEED_STRIDE)
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class DeviceBatches:
+    """Batches sliced by index from (images, labels) tensors that live on the training device; an
+    iterable Lightning consumes like a DataLoader. `sampler` gives the indices of one epoch (and this
+    process's shard); `epoch()` keys its shuffle; `device()` says where the tensors go (moved once)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, sampler: Sampler,
+                 device: Callable[[], torch.device] = lambda: torch.device("cpu"),
+                 epoch: Callable[[], int] = lambda: 0):
+        # `indices`, not `sampler`: Lightning would take an object with a sampler for a DataLoader
+        self.x, self.y, self.batch_size, self.indices = x, y, batch_size, sampler
+        self.device, self.epoch = device, epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.device()
+        if self.x.device != device:
+            self.x, self.y = self.x.to(device), self.y.to(device)
+        if hasattr(self.indices, "set_epoch"):
+            self.indices.set_epoch(self.epoch())
+        idx = torch.tensor(list(self.indices), dtype=torch.long, device=device)
+        for start in range(0, len(idx), self.batch_size):
+            j = idx[start:start + self.batch_size]
+            yield self.x[j], self.y[j]
+
+
+class PerSampleImages(Dataset):
+    """The per-sample path for a dataset held as tensors: native-size uint8 images → PIL → per-image
+    augmentation → tensor, normalised and resized exactly as the device path does."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform, mean: float, std: float,
+                 img_size: int):
+        self.images, self.labels, self.transform = images, labels, transform  # images: (N, C, H, W) uint8
+        self.mean, self.std, self.img_size = mean, std, img_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+
+        img = self.transform(to_pil_image(self.images[i]))
+        x = (pil_to_tensor(img).float().div_(255) - self.mean) / self.std
+        return resize(x[None], self.img_size)[0], self.labels[i]
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, S, S) → (B, C, size, size), bilinear (antialiased when shrinking); unchanged at size S."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size,
+                         align_corners=False)
+
+
+def default_workers() -> int:
+    return min(8, len(os.sched_getaffinity(0)))
 
 
 class SplitDataModule(L.LightningDataModule):
-    """A DataModule whose three splits are served by one `_loader(name, shuffle)`."""
+    """A DataModule with train/val/test splits, served by `_loader(name, train)`, with the sampling and
+    the batch augmentation both pipelines share. `pipeline` records how training batches are made."""
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None, shift: int = 0,
+                 flip: bool = False, random_erasing: float = 0.0, randaugment: str | None = None,
+                 color_jitter: float = 0.0, repeated_aug: int = 1, seed: int = 0,
+                 num_workers: int | None = None):
+        super().__init__()
+        self.img_size, self.batch_size, self.train_subset = img_size, batch_size, train_subset
+        self.augment = BatchAugment(shift=shift, flip=flip, erasing=random_erasing)
+        self.image_augment = ImageAugment(randaugment=randaugment, color_jitter=color_jitter)
+        self.repeated_aug, self.seed, self.num_workers = repeated_aug, seed, num_workers
+        self.pipeline: dict = {}
+
+    def _loader(self, name: str, train: bool):
         raise NotImplementedError
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self):
+        return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def val_dataloader(self):
+        return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def test_dataloader(self):
+        return self._loader("test", train=False)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def sampler(self, n: int, train: bool) -> Sampler:
+        """This process's indices of a split of n samples: shuffled per (seed, epoch) for training,
+        in order for evaluation; one shard per process under DDP (evaluation shards padded by repeats
+        to equal length, as Lightning's own distributed sampler does)."""
+        rank, world = self._rank_world()
+        if train and self.repeated_aug > 1:
+            from timm.data.distributed_sampler import RepeatAugSampler
+
+            return SeededEpochs(RepeatAugSampler(range(n), num_replicas=world, rank=rank,
+                                                 num_repeats=self.repeated_aug), self.seed)
+        return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+
+    def workers_loader(self, data: Dataset, train: bool) -> DataLoader:
+        """The per-sample path: DataLoader workers over `data` with the shared sampler."""
+        workers = self.num_workers if self.num_workers is not None else default_workers()
+        return DataLoader(data, batch_size=self.batch_size, sampler=self.sampler(len(data), train),
+                          num_workers=workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=workers > 0)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """(images, labels) to `device`; device-resident batches are already there, and skip the
+        generic collection walk Lightning would do on every step."""
+        x, y = batch
+        if x.device == device:
+            return batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return self.augment(x), y
+        return batch
 
 
 class TensorDataModule(SplitDataModule):
-    """Serves (images, labels) tensors for train/val/test in batches sliced by index; training
-    batches are augmented on the device after transfer (`shift`: random translation in pixels)."""
+    """A dataset held as tensors: `load()` gives every split at native size; `setup` normalises
+    (statistics of the training split) and resizes them to the model's size once. Training takes the
+    per-sample path only when per-image PIL augmentation is configured; evaluation is always sliced
+    from the device tensors."""
 
     num_classes: int
     in_chans: int
 
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
-                 shift: int = 0):
-        super().__init__()
-        self.img_size, self.batch_size, self.train_subset = img_size, batch_size, train_subset
-        self.shift = shift
-        self.splits: dict[str, TensorDataset] = {}
+                 shift: int = 0, pipeline: str = "auto", **options):
+        super().__init__(img_size, batch_size, train_subset, shift, **options)
+        if pipeline not in ("auto", "device", "workers"):
+            raise ValueError(f"pipeline must be auto, device or workers, got {pipeline!r}")
+        self.force = pipeline
+        self.splits: dict[str, TensorDataset] = {}  # normalised, at model size, on the CPU until served
+        self.per_sample: PerSampleImages | None = None
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(images (N, C, S, S) at native size, labels (N,)) for "train", "val", "test"."""
+        """(images (N, C, S, S) in [0, 1] at native size, labels (N,)) for "train", "val", "test"."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         raw = self.load()
-        mean, std = raw["train"][0].mean(), raw["train"][0].std()  # statistics of the training split
+        if self.train_subset:
+            raw["train"] = tuple(t[: self.train_subset] for t in raw["train"])
+        mean, std = raw["train"][0].mean().item(), raw["train"][0].std().item()  # of the training split
         for name, (x, y) in raw.items():
-            if name == "train" and self.train_subset:
-                x, y = x[: self.train_subset], y[: self.train_subset]
-            x = (x - mean) / std
-            if x.shape[-1] != self.img_size:
-                x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
-                                  antialias=x.shape[-1] > self.img_size, align_corners=False)
-            self.splits[name] = TensorDataset(x.contiguous(), y)
+            self.splits[name] = TensorDataset(resize((x - mean) / std, self.img_size).contiguous(), y)
+        x, y = raw["train"]
+        mode = self.force if self.force != "auto" else "workers" if self.image_augment else "device"
+        if mode == "workers":
+            images = x.mul(255).round_().clamp_(0, 255).to(torch.uint8)  # exact for 8-bit sources
+            transform = self.image_augment.transform(x.shape[-1], (mean,) * x.shape[1])
+            self.per_sample = PerSampleImages(images, y, transform, mean, std, self.img_size)
+        held = sum(t.element_size() * t.nelement() for s in self.splits.values() for t in s.tensors)
+        self.pipeline = {
+            "mode": mode,
+            "reason": ("per-image RandAugment / colour jitter need PIL, one image at a time"
+                       if mode == "workers" and self.image_augment else
+                       f"{len(y)} training images held as tensors on the training device"
+                       if mode == "device" else "forced"),
+            "held_mib": round(held / 2**20, 1),
+        }
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.shift and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            return random_shift(x, self.shift), y
-        return batch
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        data = self.splits[name]
-        sampler = RandomSampler(data) if shuffle else SequentialSampler(data)
-        # batch_size=None: the dataset is indexed with a whole list of indices, one slice per batch
-        return DataLoader(data, sampler=BatchSampler(sampler, self.batch_size, drop_last=False),
-                          batch_size=None)
-
+    def _loader(self, name: str, train: bool):
+        if train and self.per_sample is not None:
+            return self.workers_loader(self.per_sample, train)
+        x, y = self.splits[name].tensors
+        return DeviceBatches(x, y, self.batch_size, self.sampler(len(y), train), self._device, self._epoch)
 
 
 class DigitsDataModule(TensorDataModule):
@@ -115,8 +260,8 @@ class SyntheticDataModule(TensorDataModule):
     sizes = {"train": 1000, "val": 200, "test": 200}
 
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
-                 shift: int = 0, noise: float = 1.0):
-        super().__init__(img_size, batch_size, train_subset, shift)
+                 shift: int = 0, noise: float = 1.0, **options):
+        super().__init__(img_size, batch_size, train_subset, shift, **options)
         self.noise = noise
 
     def load(self):
@@ -131,72 +276,24 @@ class SyntheticDataModule(TensorDataModule):
 
 
 def build_datamodule(dataset: str, img_size: int, batch_size: int, train_subset: int | None = None,
-                     shift: int = 0, root: str = "data", num_workers: int = 0) -> L.LightningDataModule:
-    """The dataset's DataModule; datasets read from disk also get their folder and loader workers."""
+                     shift: int = 0, root: str = "data", num_workers: int | None = None,
+                     **options) -> L.LightningDataModule:
+    """The dataset's DataModule; datasets read from disk also get their folder. `options`: the
+    augmentation and sampling settings of SplitDataModule (flip, random_erasing, randaugment, ...)."""
     from vitstudy.registry import DATASETS
 
-    kwargs = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, shift=shift)
+    kwargs = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, shift=shift,
+                  num_workers=num_workers, **options)
     if DATASETS.entry(dataset).meta.get("on_disk"):
-        kwargs.update(root=root, num_workers=num_workers)
+        kwargs.update(root=root)
     return DATASETS.get(dataset)(**kwargs)
 
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class ImageNetDataModule(SplitDataModule):
-    """ImageNet-1k from the standard folder layout `<root>/imagenet/{train,val}/<wnid>/*.JPEG`,
-    read by DataLoader workers (too large to hold as tensors). Training: random-resized crop
-    (bicubic) and horizontal flip; evaluation: resize to img_size/0.875 and centre crop. The test
-    split is the validation set, as in every paper that reports ImageNet top-1. ImageNet cannot be
-    downloaded automatically: a missing folder is an error that says where to put it."""
-
-    num_classes, in_chans = 1000, 3
-
-    def __init__(self, img_size: int = 224, batch_size: int = 256, train_subset: int | None = None,
-                 shift: int = 0, root: str = "data", num_workers: int = 8):
-        super().__init__()
-        self.img_size, self.batch_size, self.train_subset = img_size, batch_size, train_subset
-        self.root, self.num_workers = root, num_workers
-        self.splits: dict = {}
-
-    def prepare_data(self) -> None:
-        from pathlib import Path
-
-        base = Path(self.root) / "imagenet"
-        missing = [s for s in ("train", "val") if not (base / s).is_dir()]
-        if missing:
-            raise FileNotFoundError(
-                f"ImageNet not found: {', '.join(str(base / s) for s in missing)} missing. Put the "
-                f"standard layout under {base}/ (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, val sorted "
-                "into class folders); it cannot be downloaded automatically (image-net.org). "
-                "`data.root` in the manifest sets the parent folder.")
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        from pathlib import Path
-
-        from torchvision import datasets, transforms
-        from torchvision.transforms import InterpolationMode
-
-        self.prepare_data()
-        norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        train_tf = transforms.Compose([
-            transforms.RandomResizedCrop(self.img_size, interpolation=InterpolationMode.BICUBIC),
-            transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
-        eval_tf = transforms.Compose([
-            transforms.Resize(int(self.img_size / 0.875), interpolation=InterpolationMode.BICUBIC),
-            transforms.CenterCrop(self.img_size), transforms.ToTensor(), norm])
-        base = Path(self.root) / "imagenet"
-        train = datasets.ImageFolder(str(base / "train"), transform=train_tf)
-        if self.train_subset:
-            train = torch.utils.data.Subset(train, range(min(self.train_subset, len(train))))
-        val = datasets.ImageFolder(str(base / "val"), transform=eval_tf)
-        self.splits = {"train": train, "val": val, "test": val}
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[name], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0, drop_last=shuffle)
-
+def datamodule_for(spec, **overrides) -> L.LightningDataModule:
+    """The DataModule a RunSpec trains on: its data section plus the training recipe's augmentation."""
+    d, t = spec.data, spec.train
+    options = dict(random_erasing=t.random_erasing, randaugment=t.randaugment, color_jitter=t.color_jitter,
+                   repeated_aug=t.repeated_aug, seed=spec.seed)
+    options.update(overrides)
+    return build_datamodule(d.dataset, spec.model.img_size, d.batch_size, d.train_subset, d.shift, d.root,
+                            d.num_workers, **options)

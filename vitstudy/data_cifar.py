@@ -15,15 +15,10 @@ from pathlib import Path
 
 import torch
 
+from vitstudy.augment import random_flip  # noqa: F401 - re-exported
 from vitstudy.data import TensorDataModule
 
 VAL_SIZE = 5000
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image of a batch left-right with probability 1/2: (B, C, H, W) -> (B, C, H, W)."""
-    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator) < 0.5
-    return torch.where(flip, x.flip(-1), x)
 
 
 class CifarDataModule(TensorDataModule):
@@ -33,9 +28,9 @@ class CifarDataModule(TensorDataModule):
              "test_batch", "batches.meta")
 
     def __init__(self, img_size: int = 32, batch_size: int = 128, train_subset: int | None = None,
-                 shift: int = 0, root: str = "data", num_workers: int = 0, flip: bool = True):
-        super().__init__(img_size, batch_size, train_subset, shift)
-        self.root, self.flip = Path(root), flip  # num_workers: unused, batches are tensor slices
+                 shift: int = 0, root: str = "data", flip: bool = True, **options):
+        super().__init__(img_size, batch_size, train_subset, shift, flip=flip, **options)
+        self.root = Path(root)
 
     def _datasets(self):
         import torchvision.datasets as tvd
@@ -61,12 +56,6 @@ class CifarDataModule(TensorDataModule):
         (x, y), test_xy = tensors(train), tensors(test)
         return {"train": (x[:-VAL_SIZE], y[:-VAL_SIZE]), "val": (x[-VAL_SIZE:], y[-VAL_SIZE:]),
                 "test": test_xy}
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        x, y = super().on_after_batch_transfer(batch, dataloader_idx)
-        if self.flip and self.trainer is not None and self.trainer.training:
-            x = random_flip(x)
-        return x, y
 
 
 class Cifar100DataModule(CifarDataModule):

@@ -14,6 +14,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# set while a cell trains: Lightning re-runs our command line for DDP ranks > 0, which then join that cell
+DDP_CELL_ENV = "VITSTUDY_DDP_CELL"
+
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:
     """{"commit": sha or None, "dirty": bool or None}: None where the code is not in a git checkout."""
@@ -65,8 +68,7 @@ def device_info(device_type: str, count: int = 1) -> dict:
     elif device_type == "mps":
         name = "Apple MPS"
     else:
-        name = _cpu_name()
-        count = 1
+        name = _cpu_name()  # count: processes (DDP on CPUs runs one per "device")
     cores = torch.get_num_threads() if device_type == "cpu" else None
     return {"device": device_type, "device_name": name, "device_count": count, "cpu_threads": cores}
 

@@ -71,6 +71,7 @@ import yaml
 from pydantic import ValidationError
 
 from vitstudy.models.presets import MODEL_DEFAULTS, PRESETS
+from vitstudy.recipes import apply_recipe
 from vitstudy.registry import DATASETS, UnknownNameError
 from vitstudy.spec import DataSpec, LogSpec, ModelSpec, RunSpec, TrainSpec
 
@@ -303,6 +304,9 @@ def _resolve(name: str, defaults: dict, overrides: dict[str, tuple[Any, tuple]],
         for f, value in fields.items():
             sections[s][f] = value
             origin[(s, f)] = ("smoke", s, f)
+    # a named recipe fills what the manifest leaves unset (vitstudy.recipes); explicit values win
+    for key in apply_recipe(sections, {s: set(fields) for s, fields in sections.items()}):
+        origin[key] = origin[("train", "recipe")]
 
     problems: list[tuple[tuple, str]] = []
     model = sections["model"]
@@ -320,12 +324,18 @@ def _resolve(name: str, defaults: dict, overrides: dict[str, tuple[Any, tuple]],
             problems.append((path, str(UnknownNameError("preset", preset, list(PRESETS)))))
     resolved.update(model)
     sections["model"] = resolved
+    classes_unknown = resolved.get("num_classes", 0) is None  # e.g. imagefolder: its folders fix them
+    if classes_unknown:
+        problems.append((origin.get(("data", "dataset"), ("defaults", "data", "dataset")),
+                         f"dataset '{dataset}' takes its classes from its folders: set model.num_classes"))
 
     try:
         spec = RunSpec(grid=name, seed=seed, **sections)
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(str(x) for x in err["loc"])
+            if classes_unknown and loc[:2] == ("model", "num_classes"):
+                continue  # said above, with what to do
             section, fld = loc[0], (loc[1] if len(loc) > 1 else None)
             path = origin.get((section, fld), ("defaults",) + loc) if fld else ("defaults", section)
             problems.append((path, _explain(err, SECTIONS.get(section))))

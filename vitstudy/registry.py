@@ -176,9 +176,19 @@ HEADS.register("gap", "vitstudy.models.vit:AveragePool",
 DATASETS.register("digits", "vitstudy.data:DigitsDataModule",
                   "scikit-learn's 1,797 real 8×8 handwritten digits; ships offline",
                   "Alpaydin & Kaynak 1998 (UCI)", num_classes=10, in_chans=1, img_size=8)
-DATASETS.register("imagenet", "vitstudy.data:ImageNetDataModule",
+DATASETS.register("imagenet", "vitstudy.data_folder:ImageNetDataModule",
                   "ImageNet-1k from <root>/imagenet/{train,val}/<wnid>/ (not downloadable: bring it)",
                   "Deng et al. 2009", num_classes=1000, in_chans=3, img_size=224, on_disk=True)
+DATASETS.register("mnist", "vitstudy.data_mnist:MnistDataModule",
+                  "MNIST 28×28 digits as device tensors; downloads into data.root when online",
+                  "LeCun et al. 1998", num_classes=10, in_chans=1, img_size=28, on_disk=True)
+DATASETS.register("fashion_mnist", "vitstudy.data_mnist:FashionMnistDataModule",
+                  "Fashion-MNIST 28×28 clothing as device tensors; downloads into data.root when online",
+                  "Xiao et al. 2017", num_classes=10, in_chans=1, img_size=28, on_disk=True)
+# num_classes None: the folder decides, so the manifest must set model.num_classes (checked at setup)
+DATASETS.register("imagefolder", "vitstudy.data_folder:image_folder",
+                  "data.root/{train,val[,test]}/<class>/*.png|jpg: on the device when small, else workers",
+                  "", num_classes=None, in_chans=3, img_size=None, on_disk=True)
 DATASETS.register("cifar10", "vitstudy.data_cifar:CifarDataModule",
                   "CIFAR-10 as device tensors, crop+flip in batches; downloads into data.root when online",
                   "Krizhevsky 2009", num_classes=10, in_chans=3, img_size=32, on_disk=True)

@@ -202,9 +202,16 @@ class DataSpec(_Strict):
     dataset: DatasetName
     batch_size: PositiveInt = 128
     root: str = "data"  # where datasets that live on disk are found (or downloaded to)
-    num_workers: int = Field(0, ge=0)
+    num_workers: Optional[int] = Field(None, ge=0)  # per-sample pipelines' loader workers; None: automatic
     train_subset: Optional[PositiveInt] = None  # use only the first N training samples (smoke grids)
     shift: int = Field(0, ge=0)  # random translation of training images, in pixels at model resolution
+
+
+# timm's RandAugment config: "rand" then -m<magnitude> -n<ops> -w<weights> -mstd<std> -mmax<max> -inc<0|1>
+# -p<prob>, e.g. DeiT's rand-m9-mstd0.5-inc1
+RANDAUGMENT = r"^rand(-(m|n|w|mstd|mmax|inc|p)[0-9.]+)*$"
+Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+                   "fsdp", "deepspeed", "xla", "xla_fsdp", "single_device", "single_xla"]
 
 
 class TrainSpec(_Strict):
@@ -219,7 +226,23 @@ class TrainSpec(_Strict):
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
     devices: int | Literal["auto"] = 1
+    strategy: Strategy = "auto"  # Lightning's: ddp for several GPUs/nodes, xla on TPUs, ...
+    num_nodes: PositiveInt = 1
     deterministic: bool = False
+    compile: bool = False  # torch.compile the model (the first steps pay for compilation)
+    # --- the DeiT recipe's pieces; `recipe` fills them with a paper's values (vitstudy.recipes) ---------
+    recipe: Optional[Literal["deit", "t2t"]] = None
+    lr_base_batch: Optional[PositiveInt] = None  # lr is for this many images per step: × global batch / this
+    cooldown_epochs: int = Field(0, ge=0)  # epochs at min_lr after the cosine (T2T-ViT: 10)
+    mixup: float = Field(0.0, ge=0.0)  # Mixup's Beta(α, α); 0: off (timm's Mixup)
+    cutmix: float = Field(0.0, ge=0.0)  # CutMix's Beta(α, α); 0: off
+    mixup_prob: float = Field(1.0, ge=0.0, le=1.0)  # chance a batch is mixed at all
+    mixup_switch_prob: float = Field(0.5, ge=0.0, le=1.0)  # chance of CutMix rather than Mixup, both on
+    randaugment: Optional[Annotated[str, Field(pattern=RANDAUGMENT)]] = None  # e.g. rand-m9-mstd0.5-inc1
+    color_jitter: float = Field(0.0, ge=0.0)  # brightness = contrast = saturation jitter
+    random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # chance per image (timm's RandomErasing, pixel mode)
+    repeated_aug: PositiveInt = 1  # repeated augmentation: each sample this many times per epoch (timm)
+    ema_decay: Optional[float] = Field(None, gt=0.0, lt=1.0)  # EMA of the weights, evaluated alongside
     # multi-phase runs (vitstudy.phases), set by the manifest's `phases:` rules, never by hand:
     init_from: Optional[str] = None  # the run id (same grid folder) whose final weights start this run
     transfer: Optional[Literal["conv_to_attention", "copy"]] = None  # how those weights become ours
@@ -237,8 +260,15 @@ class TrainSpec(_Strict):
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainSpec":
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs {self.epochs}")
+        if self.warmup_epochs + self.cooldown_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} + cooldown_epochs {self.cooldown_epochs} "
+                             f"must be below epochs {self.epochs}")
+        return self
+
+    @model_validator(mode="after")
+    def _mixing(self) -> "TrainSpec":
+        if (self.mixup_prob != 1.0 or self.mixup_switch_prob != 0.5) and not (self.mixup or self.cutmix):
+            raise ValueError("mixup_prob and mixup_switch_prob need mixup or cutmix above 0")
         return self
 
 

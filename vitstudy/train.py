@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vitstudy import files
-from vitstudy.data import build_datamodule
-from vitstudy.env import environment
+from vitstudy.data import datamodule_for
+from vitstudy.env import DDP_CELL_ENV, environment
 from vitstudy.monitor import RunMonitor, best_checkpoint, build_loggers, collect
 from vitstudy.profile import model_cost
 from vitstudy.resume import RngState, checkpoint_position
@@ -79,11 +79,8 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     L.seed_everything(spec.seed, workers=True, verbose=False)
 
     t = spec.train
-    dm = build_datamodule(spec.data.dataset, spec.model.img_size, spec.data.batch_size,
-                          spec.data.train_subset, spec.data.shift, spec.data.root, spec.data.num_workers)
-    system = ImageClassifier(model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr,
-                             weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
-                             label_smoothing=t.label_smoothing, betas=t.betas)
+    dm = datamodule_for(spec)
+    system = build_system(spec)
     if t.init_from and not ckpt.exists():  # phase 2 (vitstudy.phases); resumed, it loads its own ckpt
         from vitstudy.phase_init import init_from_phase
 
@@ -91,24 +88,11 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     if progress is None:
         progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
     monitor = RunMonitor()
-    trainer = L.Trainer(
-        max_epochs=t.epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.precision,
-        deterministic=t.deterministic,
-        gradient_clip_val=t.grad_clip,
-        logger=build_loggers(spec, run_dir),
-        # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
-        callbacks=[ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
-                                   enable_version_counter=False),
-                   monitor, best_checkpoint(run_dir), RngState(), *callbacks],
-        plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=spec.log.every_n_steps,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=run_dir,
-    )
+    # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
+    trainer = build_trainer(spec, run_dir, progress, callbacks=[
+        ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
+                        enable_version_counter=False),
+        monitor, best_checkpoint(run_dir), RngState(), *callbacks])
     with warnings.catch_warnings():
         # tensors are sliced in the main process: DataLoader workers would only add overhead
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -116,7 +100,13 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # a local run
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # the cell's lock file
-        trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA, on purpose
+        # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
+        os.environ[DDP_CELL_ENV] = str(run_dir)
+        try:
+            trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
+        finally:
+            os.environ.pop(DDP_CELL_ENV, None)
         metrics = _scalars(trainer.callback_metrics)
         trainer.test(system, datamodule=dm, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
@@ -124,10 +114,48 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         measured = collect(trainer, system, dm, monitor, run_dir, metrics)
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
-                     **attempt)
+                     pipeline=dm.pipeline, peak_lr=system.peak_lr(), **attempt)
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
         files.write_json(run_dir / METRICS_FILE, record)
     return record
+
+
+def follow_ddp_cell() -> int:
+    """In a process Lightning's DDP launcher started (LOCAL_RANK > 0: our command line, re-run), train
+    the cell rank 0 is training, as one more rank, and return the exit status."""
+    from vitstudy.executors.worker import quiet_lightning
+
+    run_dir = os.environ[DDP_CELL_ENV]
+    quiet_lightning()
+    spec = RunSpec(**yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text()))
+    return 0 if run_cell(spec, Path(run_dir), progress=False)["status"] == "done" else 1
+
+
+def build_system(spec: RunSpec) -> ImageClassifier:
+    """The LightningModule of a RunSpec (model and training recipe; the data side is datamodule_for)."""
+    t = spec.train
+    return ImageClassifier(
+        model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
+        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing, betas=t.betas,
+        batch_size=spec.data.batch_size, lr_base_batch=t.lr_base_batch, cooldown_epochs=t.cooldown_epochs,
+        mixup=t.mixup, cutmix=t.cutmix, mixup_prob=t.mixup_prob, mixup_switch_prob=t.mixup_switch_prob,
+        ema_decay=t.ema_decay, compile=t.compile, grad_clip=t.grad_clip)
+
+
+def build_trainer(spec: RunSpec, run_dir: Path, progress: bool, callbacks: list, **overrides) -> L.Trainer:
+    """The Trainer of a RunSpec: accelerator, devices, strategy, nodes and precision from the manifest.
+    The DataModules shard and shuffle their own data (the same way on both pipelines), so Lightning's
+    distributed sampler is off."""
+    t = spec.train
+    kwargs = dict(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, deterministic=t.deterministic,
+        logger=build_loggers(spec, run_dir), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], log_every_n_steps=spec.log.every_n_steps,
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run_dir,
+        use_distributed_sampler=False)
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
@@ -165,6 +193,9 @@ def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.T
     attention_path the attention path taken (also in env; kept here for schema-1 readers)
     attempt        how many times this cell has been started (1 for a run never interrupted)
     resumed_from   {epoch, global_step} of the checkpoint this attempt resumed from, or null
+    pipeline       done only: how training batches were made: {"mode": "device" | "workers", "reason",
+                   ...} (vitstudy.data)
+    peak_lr        done only: the lr after scaling by the global batch (train.lr_base_batch)
     """
     if trainer is not None:
         device, count = trainer.strategy.root_device.type, trainer.num_devices
