@@ -281,3 +281,31 @@ def test_ddp_on_two_cpu_processes_shards_the_data_and_writes_one_record(tmp_path
     ckpt = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 * math.ceil(1257 / 2 / 64)  # 10 steps per epoch per rank, not 20
     assert "1 done" in res.stdout
+
+
+def test_shift_and_flip_is_a_crop_of_the_edge_padded_image_then_maybe_a_mirror():
+    from vitstudy.augment import shift_and_flip
+
+    s, x = 2, torch.randn(24, 3, 7, 9)
+    out = shift_and_flip(x, s, True, torch.Generator().manual_seed(0))
+    padded = F.pad(x, (s,) * 4, mode="replicate")
+    offsets, mirrored = set(), 0
+    for i in range(len(x)):
+        candidates = [(dy, dx, m) for dy in range(2 * s + 1) for dx in range(2 * s + 1) for m in (0, 1)
+                      if torch.equal(out[i], (lambda c: c.flip(-1) if m else c)(padded[i, :, dy:dy + 7, dx:dx + 9]))]
+        assert candidates, f"image {i} is no crop of its padded self"
+        offsets.add(candidates[0][:2])
+        mirrored += candidates[0][2]
+    assert len(offsets) > 5 and 0 < mirrored < len(x)  # offsets and mirroring vary per image
+
+
+def test_compiled_model_keeps_parameter_names_and_outputs():
+    """train.compile: the model is compiled in place, so checkpoints and phase transfers see the same
+    parameter names, and it computes what the eager model computes."""
+    eager = ImageClassifier(_model_dict())
+    compiled = ImageClassifier(_model_dict(), compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-4)

@@ -226,7 +226,7 @@ def bench_data(n: int = 10_000, batch_size: int = 256, workers: int | None = Non
             transforms.ToTensor(), transforms.Normalize((mean,) * 3, (std,) * 3)])),
         batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
         pin_memory=dev.type == "cuda")
-    x = (hwc.permute(0, 3, 1, 2).float().div(255) - mean) / std
+    x = ((hwc.permute(0, 3, 1, 2).float().div(255) - mean) / std).contiguous()  # as TensorDataModule holds it
     resident = DeviceBatches(x, labels, batch_size, torch.utils.data.RandomSampler(range(n)), lambda: dev)
     augment = BatchAugment(shift=4, flip=True)
 

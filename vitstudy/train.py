@@ -88,11 +88,6 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     if progress is None:
         progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
     monitor = RunMonitor()
-    # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
-    trainer = build_trainer(spec, run_dir, progress, callbacks=[
-        ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
-                        enable_version_counter=False),
-        monitor, best_checkpoint(run_dir), RngState(), *callbacks])
     with warnings.catch_warnings():
         # tensors are sliced in the main process: DataLoader workers would only add overhead
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -101,6 +96,11 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # a local run
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # the cell's lock file
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA, on purpose
+        # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
+        trainer = build_trainer(spec, run_dir, progress, callbacks=[
+            ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
+                            enable_version_counter=False),
+            monitor, best_checkpoint(run_dir), RngState(), *callbacks])
         # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
         os.environ[DDP_CELL_ENV] = str(run_dir)
         try:
