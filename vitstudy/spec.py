@@ -280,7 +280,7 @@ class LogSpec(_Strict):
     (optional extras: `pip install "vitstudy[wandb]"`) send the same metrics to those services.
     """
 
-    every_n_steps: PositiveInt = 10
+    every_n_steps: PositiveInt = 50  # train/loss_step and lr to the loggers (Lightning's default)
     progress_bar: Optional[bool] = None  # None: only when stdout is a terminal
     loggers: tuple[Literal["tensorboard", "csv", "wandb", "mlflow"], ...] = ("tensorboard",)
     project: Optional[str] = None  # W&B project / MLflow experiment; default: the grid's name
