@@ -69,16 +69,16 @@ class ImageClassifier(L.LightningModule):
         # closure with six more hooks, ~0.2 ms per step (3% of the default grid's 7.4 ms step)
         self.automatic_optimization = False
         self.model = build_model(ModelSpec(**model))
-        if compile:
-            self.model.compile()  # in place: parameter names (and checkpoints) stay those of the model
         k = self.model.num_classes
         self.mixup = build_mixup(mixup, cutmix, mixup_prob, mixup_switch_prob, label_smoothing, k)
         self.ema = None
-        if ema_decay is not None:
+        if ema_decay is not None:  # a copy of the eager model: evaluated a few times per epoch only
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=ema_decay)
             self.ema.requires_grad_(False)
+        if compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay those of the model
         self.topk = (1, 5) if k >= 5 else (1,)
         variants = ("", "ema_") if self.ema is not None else ("",)
         self.metrics = torch.nn.ModuleDict({

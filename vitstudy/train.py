@@ -59,23 +59,33 @@ def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
         category = ("diverged" if isinstance(e, DivergedError)
                     else "oom" if isinstance(e, torch.OutOfMemoryError) else "failed")
-        files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
         running = files.read_json(run_dir / METRICS_FILE) or {}  # the attempt this failure ends
         record = _record(spec, run_dir, status=category, wall=time.time() - start,
                          error={"type": type(e).__name__, "message": str(e)[:2000]},
                          attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"))
-        files.write_json(run_dir / METRICS_FILE, record)
+        if _lead():  # under DDP, rank 0 records the cell's fate
+            files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
+            files.write_json(run_dir / METRICS_FILE, record)
         return record
+
+
+def _lead() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that writes a cell's files."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     start = time.time()
     ckpt = run_dir / CKPT_FILE
     previous = files.read_json(run_dir / METRICS_FILE) or {}
     attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt)}
-    files.write_json(run_dir / METRICS_FILE, _record(spec, run_dir, status="running", wall=0.0, **attempt))
+    if _lead():  # DDP ranks > 0 train the same cell and leave its files to rank 0
+        files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        running = _record(spec, run_dir, status="running", wall=0.0, **attempt)
+        files.write_json(run_dir / METRICS_FILE, running)
     L.seed_everything(spec.seed, workers=True, verbose=False)
 
     t = spec.train
