@@ -21,6 +21,7 @@ import math
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitstudy.augment import build_mixup
@@ -80,13 +81,17 @@ class ImageClassifier(L.LightningModule):
         if compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay those of the model
         self.topk = (1, 5) if k >= 5 else (1,)
-        variants = ("", "ema_") if self.ema is not None else ("",)
-        self.metrics = torch.nn.ModuleDict({
-            # validate_args=False: labels come from our own DataModules; the checks cost a host sync
-            f"{stage}_{v}acc{t}": MulticlassAccuracy(num_classes=k, top_k=t, average="micro",
-                                                     validate_args=False)
-            for stage in ("val", "test") for v in variants for t in self.topk
-        })
+        self.variants = ("", "ema_") if self.ema is not None else ("",)
+        # accumulated over an epoch and logged once at its end (synced across DDP ranks): one
+        # Lightning `self.log` per batch costs more than the metric's own update on a tiny model
+        self.metrics = torch.nn.ModuleDict()
+        for stage in ("val", "test"):
+            for v in self.variants:
+                # nan_strategy="disable": a diverged model's NaN loss is reported, not dropped
+                self.metrics[f"{stage}_{v}loss"] = MeanMetric(nan_strategy="disable")
+                for t in self.topk:  # validate_args=False: our own labels; the checks cost a host sync
+                    self.metrics[f"{stage}_{v}acc{t}"] = MulticlassAccuracy(
+                        num_classes=k, top_k=t, average="micro", validate_args=False)
         # on-device accumulators: the loop never waits for the device to report a loss
         for name in ("nonfinite_steps", "loss_steps"):
             self.register_buffer(name, torch.zeros((), dtype=torch.long), persistent=False)
@@ -151,21 +156,18 @@ class ImageClassifier(L.LightningModule):
 
     def _eval_step(self, batch, stage: str) -> None:
         x, y = batch
-        logits = self(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
-        for t in self.topk:
-            self.metrics[f"{stage}_acc{t}"].update(logits, y)
-        if self.ema is not None:
-            ema_logits = self.ema.module(x)
-            self.log(f"{stage}/ema_loss", F.cross_entropy(ema_logits, y), on_epoch=True, batch_size=len(y))
+        for v in self.variants:
+            logits = self(x) if not v else self.ema.module(x)
+            self.metrics[f"{stage}_{v}loss"].update(F.cross_entropy(logits, y), weight=len(y))
             for t in self.topk:
-                self.metrics[f"{stage}_ema_acc{t}"].update(ema_logits, y)
+                self.metrics[f"{stage}_{v}acc{t}"].update(logits, y)
 
     def _eval_epoch_end(self, stage: str) -> None:
         for key, metric in self.metrics.items():
             if key.startswith(f"{stage}_"):
                 name = key.removeprefix(f"{stage}_")
-                self.log(f"{stage}/{name}", 100.0 * metric.compute(), prog_bar=name == "acc1")
+                value = metric.compute() * (1.0 if name.endswith("loss") else 100.0)  # accuracy in percent
+                self.log(f"{stage}/{name}", value, prog_bar=name == "acc1")
                 metric.reset()
 
     def validation_step(self, batch, batch_idx):
