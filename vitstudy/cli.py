@@ -138,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="speed, as ratios measured in one process: mixers vs timm, Lightning vs a bare loop, "
                       "data pipelines, bf16 vs fp32, utilisation, token-count scaling",
         description="Benchmarks that report ratios against a reference run in the same process (shared "
-                    "machines are noisy): runs alternate in rounds and figures are medians. Each part "
+                    "machines are noisy): runs alternate in rounds; figures are medians over rounds, or "
+                    "for whole epochs the fastest round. Each part "
                     "prints a table and writes <out>/<part>.json; mixers and scaling also write plots.")
     bench.add_argument("what", nargs="*", choices=["all", *BENCH_PARTS], default=["all"],
                        help="which parts (default: all)")

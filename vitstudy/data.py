@@ -111,7 +111,9 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def default_workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)))
+    """DataLoader workers when data.num_workers is unset: the usable cores, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # macOS
+    return min(8, cores or 1)
 
 
 class SplitDataModule(L.LightningDataModule):
