@@ -46,7 +46,8 @@ def test_loop_benchmark_reports_every_loop(write_manifest, tmp_path):
 
 
 def test_data_benchmark_times_both_pipelines_over_whole_epochs():
-    result = bench_data(n=512, batch_size=64, workers=0, rounds=1)
+    result = bench_data(n=500, batch_size=64, workers=0, rounds=1)
+    assert result["samples_per_epoch"] == {"device_resident": 500, "per_sample_dataloader": 500}
     rates = result["samples_per_s"]
     assert rates["device_resident"] > 0 and rates["per_sample_dataloader"] > 0
     assert result["ratio"] == rates["device_resident"] / rates["per_sample_dataloader"]

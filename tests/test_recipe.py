@@ -254,6 +254,8 @@ def test_a_recipe_run_records_pipeline_ema_metrics_and_scaled_lr(tmp_path, write
     assert record["peak_lr"] == pytest.approx(5e-4 * 64 / 512)
     for key in ("val/ema_acc1", "test/ema_acc1", "val/acc1", "test/acc1"):
         assert 0.0 <= record["metrics"][key] <= 100.0
+    # the EMA model is evaluated, not the live one twice: its loss on the same images differs
+    assert record["metrics"]["val/ema_loss"] != pytest.approx(record["metrics"]["val/loss"], rel=1e-4)
 
 
 def test_ddp_on_two_cpu_processes_shards_the_data_and_writes_one_record(tmp_path, write_manifest):
@@ -309,3 +311,28 @@ def test_compiled_model_keeps_parameter_names_and_outputs():
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-4)
+
+
+def test_epoch_train_loss_is_the_mean_of_the_step_losses(tmp_path, write_manifest):
+    """The loss is summed on the device and logged once per epoch; per-step values go to the loggers
+    every `log.every_n_steps`. Read back from the CSV logger, the two agree."""
+    import csv
+
+    from vitstudy.cli import main
+
+    path = write_manifest("""
+        name: steps
+        defaults:
+          model: {preset: vit_micro, embed_dim: 16, depth: 1, num_heads: 2}
+          data: {dataset: digits, batch_size: 256}
+          train: {epochs: 2, lr: 3.0e-3}
+          log: {progress_bar: false, every_n_steps: 1, loggers: [tensorboard, csv]}
+        seeds: [0]
+        """)
+    assert main(["run-grid", str(path), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(next((tmp_path / "out").rglob("csv/metrics.csv")).open()))
+    for epoch in ("0", "1"):
+        steps = [float(r["train/loss_step"]) for r in rows if r["epoch"] == epoch and r["train/loss_step"]]
+        (mean,) = [float(r["train/loss"]) for r in rows if r["epoch"] == epoch and r["train/loss"]]
+        assert len(steps) == math.ceil(1257 / 256)
+        assert mean == pytest.approx(sum(steps) / len(steps), rel=1e-5)

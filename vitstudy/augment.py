@@ -61,13 +61,14 @@ class BatchAugment:
         return bool(self.shift or self.flip or self.erasing)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = shift_and_flip(x, self.shift, self.flip)
+        out = shift_and_flip(x, self.shift, self.flip)  # a new tensor unless both are off
         if self.erasing:
             from timm.data.random_erasing import RandomErasing
 
             # timm erases in place, image by image, with noise drawn on the batch's device
-            x = RandomErasing(self.erasing, mode="pixel", device=x.device)(x.clone())
-        return x
+            erase = RandomErasing(self.erasing, mode="pixel", device=x.device)
+            out = erase(out if out is not x else x.clone())
+        return out
 
 
 @dataclass(frozen=True)

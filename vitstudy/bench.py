@@ -1,6 +1,7 @@
 """Benchmarks that report ratios against a reference measured in the same process, never absolute
-timings (shared machines are noisy): `vitstudy bench mixers` times a training step (forward, loss,
-backward, AdamW step) of every token mixer × normaliser against timm's VisionTransformer of identical
+timings (shared machines are noisy): `vitstudy bench mixers` times a training step (forward,
+label-smoothed loss, backward, fused AdamW step: `train_step`, shared with vitstudy.bench_compute) of
+every token mixer × normaliser against timm's VisionTransformer of identical
 dimensions. Models are timed in interleaved rounds (every model once per round, order rotated) and
 each ratio is the median over rounds of timm's step time divided by ours, so a burst of load on the
 machine hits every model alike. Ratio > 1: vitstudy is faster.
@@ -14,11 +15,13 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from vitstudy.models.build import build_model, resolve_model
+from vitstudy.profile import sync
 from vitstudy.registry import MIXERS, NORMALIZERS
 
 
@@ -58,18 +61,28 @@ def _timm_model(size: BenchSize):
                              num_heads=size.num_heads, num_classes=size.num_classes)
 
 
-def _stepper(model: torch.nn.Module, size: BenchSize, precision: str):
+PRECISIONS = ("fp32", "bf16")
+LABEL_SMOOTHING = 0.1  # the default grid's; cross-entropy cost is the same either way
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               precision: str) -> Callable[[], None]:
+    """One training step as the trainer runs it: forward under autocast, label-smoothed cross-entropy,
+    backward, fused AdamW step."""
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(size.batch_size, 3, size.img_size, size.img_size, generator=g)
-    y = torch.randint(size.num_classes, (size.batch_size,), generator=g)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else nullcontext())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
-        with autocast:
-            loss = F.cross_entropy(model(x), y)
+        with autocast(images.device, precision):
+            loss = F.cross_entropy(model(images), labels, label_smoothing=LABEL_SMOOTHING)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,34 +90,49 @@ def _stepper(model: torch.nn.Module, size: BenchSize, precision: str):
     return step
 
 
+def interleaved(cells: dict[str, Callable[[], None]], calls: dict[str, int], rounds: int,
+                device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of every cell, one measurement (of `calls[name]` calls) per round; each round
+    runs every cell, in an order rotated from round to round."""
+    names = list(cells)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                cells[name]()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
+
+
 def bench_mixers(size: BenchSize = BenchSize(), precision: str = "fp32", rounds: int = 5,
-                 steps: int = 3, only: list[str] | None = None) -> dict:
+                 steps: int = 3, only: list[str] | None = None, device: str | torch.device = "cpu") -> dict:
     """Step-time ratios timm / vitstudy for every variant (or those labelled in `only`)."""
+    device = torch.device(device)
     torch.manual_seed(0)
     chosen = [(label, kw) for label, kw in variants() if only is None or label in only]
-    steppers = {"timm": _stepper(_timm_model(size), size, precision)}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(size.batch_size, 3, size.img_size, size.img_size, generator=g).to(device)
+    y = torch.randint(size.num_classes, (size.batch_size,), generator=g).to(device)
+    models = {"timm": _timm_model(size)}
     for label, kw in chosen:
-        spec = resolve_model(None, img_size=size.img_size, patch_size=size.patch_size, in_chans=3,
-                             num_classes=size.num_classes, embed_dim=size.embed_dim, depth=size.depth,
-                             num_heads=size.num_heads, **kw)
-        steppers[label] = _stepper(build_model(spec), size, precision)
+        models[label] = build_model(resolve_model(
+            None, img_size=size.img_size, patch_size=size.patch_size, in_chans=3,
+            num_classes=size.num_classes, embed_dim=size.embed_dim, depth=size.depth,
+            num_heads=size.num_heads, **kw))
+    steppers = {name: train_step(model.to(device), x, y, precision) for name, model in models.items()}
     for step in steppers.values():  # warm-up: allocator, kernels, optimizer state
         step()
-    times: dict[str, list[float]] = {name: [] for name in steppers}
-    names = list(steppers)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            for _ in range(steps):
-                steppers[name]()
-            times[name].append((time.perf_counter() - start) / steps)
+    times = interleaved(steppers, {name: steps for name in steppers}, rounds, device)
     ratios = {}
     for label, _ in chosen:
         per_round = [t_ref / t for t_ref, t in zip(times["timm"], times[label], strict=True)]
         ratios[label] = statistics.median(per_round)
     return {"size": size.__dict__, "describe": size.describe(), "precision": precision,
-            "rounds": rounds, "steps_per_round": steps, "threads": torch.get_num_threads(),
+            "device": device.type, "rounds": rounds, "steps_per_round": steps,
+            "threads": torch.get_num_threads(),
             "timm_step_ms": 1000 * statistics.median(times["timm"]),
             "step_ms": {k: 1000 * statistics.median(v) for k, v in times.items() if k != "timm"},
             "ratio_vs_timm": ratios}

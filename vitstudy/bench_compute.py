@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -30,25 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from vitstudy.bench import BenchSize
+from vitstudy.bench import LABEL_SMOOTHING, PRECISIONS, BenchSize, autocast, interleaved, train_step
 from vitstudy.models.build import build_model, mixer_layer, resolve_model
-from vitstudy.profile import _sync
+from vitstudy.profile import sync
 from vitstudy.spec import ModelSpec
 
-PRECISIONS = ("fp32", "bf16")
-LABEL_SMOOTHING = 0.1  # the default grid's; cross-entropy cost is the same either way
 VIT_TINY = BenchSize()  # ViT-Ti, 32 px images, 4 px patches, batch 64
 
 
-# --- shared: training step, interleaved timing, FLOP counting ---------------------------------------
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
+# --- shared: batches, calibration, FLOP counting (the step and the rounds: vitstudy.bench) ---------
 def _batch(spec: ModelSpec, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, spec.in_chans, spec.img_size, spec.img_size, generator=g)
@@ -56,50 +45,16 @@ def _batch(spec: ModelSpec, batch_size: int, device: torch.device) -> tuple[torc
     return images.to(device), labels.to(device)
 
 
-def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                precision: str) -> Callable[[], None]:
-    """One training step as the trainer runs it: forward under autocast, label-smoothed cross-entropy,
-    backward, fused AdamW step."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step() -> None:
-        with _autocast(images.device, precision):
-            loss = F.cross_entropy(model(images), labels, label_smoothing=LABEL_SMOOTHING)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def _calibrate(fn: Callable[[], None], min_time: float, device: torch.device) -> tuple[float, int]:
     """One warm-up call (allocator, kernels, optimizer state), then one timed call: its seconds, and
     how many calls make one measurement of at least `min_time` seconds."""
     fn()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     return seconds, max(1, math.ceil(min_time / max(seconds, 1e-7)))
-
-
-def _interleaved(cells: dict[str, Callable[[], None]], calls: dict[str, int], rounds: int,
-                 device: torch.device) -> dict[str, list[float]]:
-    """Seconds per call of every cell, one measurement (of `calls[name]` calls) per round; each round
-    runs every cell, in an order rotated from round to round."""
-    names = list(cells)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                cells[name]()
-            _sync(device)
-            times[name].append((time.perf_counter() - start) / calls[name])
-    return times
 
 
 def _pool_flops(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
@@ -173,9 +128,9 @@ def bench_precision(size: BenchSize = VIT_TINY, rounds: int = 7, min_time: float
     for p in PRECISIONS:
         torch.manual_seed(0)
         models[p] = build_model(spec).to(device)
-        cells[p] = _train_step(models[p], images, labels, p)
+        cells[p] = train_step(models[p], images, labels, p)
         calls[p] = _calibrate(cells[p], min_time, device)[1]
-    times = _interleaved(cells, calls, rounds, device)
+    times = interleaved(cells, calls, rounds, device)
     per_round = [t32 / t16 for t32, t16 in zip(times["fp32"], times["bf16"], strict=True)]
     ratio = statistics.median(per_round)
     return {"part": "precision", "model": "vit_tiny", "size": size.__dict__, "describe": size.describe(),
@@ -235,12 +190,12 @@ def bench_utilisation(models: dict[str, tuple[ModelSpec, int]] | None = None, ro
         for label, (spec, batch_size) in models.items():
             torch.manual_seed(0)
             model = build_model(spec).to(device)
-            cells[f"{label} {p}"] = _train_step(model, *_batch(spec, batch_size, device), p)
+            cells[f"{label} {p}"] = train_step(model, *_batch(spec, batch_size, device), p)
     for label, (spec, batch_size) in models.items():
         flops[label], batch[label] = model_step_flops(spec, batch_size), batch_size
     for name, fn in cells.items():
         calls[name] = _calibrate(fn, min_time, device)[1]
-    times = _interleaved(cells, calls, rounds, device)
+    times = interleaved(cells, calls, rounds, device)
     peak = {p: 2 * peak_n ** 3 / statistics.median(times[f"peak {p}"]) for p in PRECISIONS}
     rows = []
     for label in models:
@@ -298,7 +253,7 @@ def _mixer_step(layer: nn.Module, x: torch.Tensor, side: int, precision: str) ->
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
 
     def step() -> None:
-        with _autocast(x.device, precision):
+        with autocast(x.device, precision):
             out = layer(x, (side, side))
         out.backward(grad.to(out.dtype))
         layer.zero_grad(set_to_none=True)
@@ -342,7 +297,7 @@ def bench_scaling(sides: tuple[int, ...] = (8, 16, 24, 32, 48, 64), dim: int = 1
             step = _mixer_step(_mixer(overrides, dim, num_heads, side).to(device), x, side, precision)
             seconds, calls[(label, n)] = _calibrate(step, min_time, device)
             cells[(label, n)], last = step, (n, seconds)
-    times = _interleaved(cells, calls, rounds, device)
+    times = interleaved(cells, calls, rounds, device)
     out = {}
     for label, overrides in mixers.items():
         ms = [1000 * statistics.median(times[(label, n)]) if (label, n) in times else None for n in tokens]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from vitstudy.augment import BatchAugment
+from vitstudy.profile import sync
 
 
 def _quiet() -> None:
@@ -46,11 +47,13 @@ def _quiet() -> None:
 
 @dataclass
 class Fit:
-    """One timed fit: seconds of every epoch (training + validation), the whole call, the final weights."""
+    """One timed fit: seconds of every epoch (training + validation), the whole call, the final weights,
+    and the optimizer steps it took."""
 
     epochs: list[float]
     total: float
     state: dict
+    steps: int
 
 
 def _bare_fit(spec, epochs: int) -> Fit:
@@ -88,7 +91,7 @@ def _bare_fit(spec, epochs: int) -> Fit:
                 top5 += hits.any(-1).sum()
         (loss, top1, top5) = (loss.item(), top1.item(), top5.item())
         clock.append(time.perf_counter() - t0)
-    return Fit(clock, time.perf_counter() - start, model.state_dict())
+    return Fit(clock, time.perf_counter() - start, model.state_dict(), len(train) * epochs)
 
 
 class _EpochClock(Callback):
@@ -106,27 +109,23 @@ class _EpochClock(Callback):
 
 def _lightning_fit(spec, epochs: int, as_run_grid: bool) -> Fit:
     """The same training through vitstudy's LightningModule, DataModule and Trainer."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from vitstudy.data import datamodule_for
     from vitstudy.monitor import RunMonitor
-    from vitstudy.resume import RngState
-    from vitstudy.train import build_system, build_trainer
+    from vitstudy.train import build_system, build_trainer, cell_callbacks
 
     torch.manual_seed(spec.seed)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": epochs})})
     dm, system, clock = datamodule_for(spec), build_system(spec), _EpochClock()
     with tempfile.TemporaryDirectory() as tmp:
-        if as_run_grid:
-            trainer = build_trainer(spec, Path(tmp), progress=False, callbacks=[
-                ModelCheckpoint(dirpath=tmp, filename="last", enable_version_counter=False),
-                RunMonitor(), RngState(), clock])
+        if as_run_grid:  # the callbacks, loggers and files of a run-grid cell
+            trainer = build_trainer(spec, Path(tmp), progress=False,
+                                    callbacks=[*cell_callbacks(Path(tmp), RunMonitor()), clock])
         else:
             trainer = build_trainer(spec, Path(tmp), progress=False, callbacks=[clock], logger=False,
                                     enable_checkpointing=False)
         start = time.perf_counter()
         trainer.fit(system, datamodule=dm)
-        return Fit(clock.epochs, time.perf_counter() - start, system.model.state_dict())
+        return Fit(clock.epochs, time.perf_counter() - start, system.model.state_dict(), trainer.global_step)
 
 
 def bench_loop(manifest: str | Path = "experiments.yaml", epochs: int | None = None, rounds: int = 5) -> dict:
@@ -152,22 +151,18 @@ def bench_loop(manifest: str | Path = "experiments.yaml", epochs: int | None = N
     epoch_s = {k: min(min(f.epochs) for f in v) for k, v in fits.items()}
     fixed_s = {k: statistics.median(f.total - sum(f.epochs) for f in v) for k, v in fits.items()}
     fit_s = {k: epochs * epoch_s[k] + fixed_s[k] for k in fits}
-    steps_per_epoch = round(sum(1 for _ in _train_batches(spec)))
+    steps = fits["bare"][0].steps
+    if any(f.steps != steps for v in fits.values() for f in v):
+        counts = {k: [f.steps for f in v] for k, v in fits.items()}
+        raise RuntimeError(f"the loops took different numbers of steps: {counts}")
+    steps_per_epoch = steps // epochs
     return {"manifest": str(manifest), "cell": cell.run_id, "epochs": epochs,
-            "steps": steps_per_epoch * epochs, "rounds": rounds, "threads": torch.get_num_threads(),
+            "steps": steps, "rounds": rounds, "threads": torch.get_num_threads(),
             "epoch_s": epoch_s, "fixed_s": fixed_s, "fit_s": fit_s,
             "median_total_s": {k: statistics.median(f.total for f in v) for k, v in fits.items()},
             "ms_per_step": {k: 1000 * epoch_s[k] / steps_per_epoch for k in fits},
             "overhead_per_epoch": {k: epoch_s[k] / epoch_s["bare"] - 1 for k in names[1:]},
             "overhead": {k: fit_s[k] / fit_s["bare"] - 1 for k in names[1:]}}
-
-
-def _train_batches(spec):
-    from vitstudy.data import datamodule_for
-
-    dm = datamodule_for(spec)
-    dm.setup("fit")
-    return dm.train_dataloader()
 
 
 def format_loop(result: dict) -> str:
@@ -230,33 +225,30 @@ def bench_data(n: int = 10_000, batch_size: int = 256, workers: int | None = Non
     resident = DeviceBatches(x, labels, batch_size, torch.utils.data.RandomSampler(range(n)), lambda: dev)
     augment = BatchAugment(shift=4, flip=True)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+    def epoch(batches, prepare) -> tuple[int, float]:
+        """(samples served, seconds) for one epoch of training batches, ready on the device."""
+        samples, start = 0, time.perf_counter()
+        for xb, yb in batches:
+            prepare(xb, yb)
+            samples += len(yb)
+        sync(dev)
+        return samples, time.perf_counter() - start
 
-    def epoch_resident() -> float:
-        start = time.perf_counter()
-        for xb, _ in resident:
-            augment(xb)
-        sync()
-        return n / (time.perf_counter() - start)
-
-    def epoch_per_sample() -> float:
-        start = time.perf_counter()
-        for xb, yb in per_sample:
-            xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-        sync()
-        return n / (time.perf_counter() - start)
-
-    epoch_resident(), epoch_per_sample()  # warm-up: workers started, tensors on the device
-    rates: dict[str, list[float]] = {"device_resident": [], "per_sample_dataloader": []}
+    pipelines = {"device_resident": (resident, lambda xb, yb: augment(xb)),
+                 "per_sample_dataloader": (per_sample, lambda xb, yb: (xb.to(dev, non_blocking=True),
+                                                                        yb.to(dev, non_blocking=True)))}
+    for batches, prepare in pipelines.values():  # warm-up: workers started, tensors on the device
+        epoch(batches, prepare)
+    samples: dict[str, int] = {}
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(rounds):
-        rates["device_resident"].append(epoch_resident())
-        rates["per_sample_dataloader"].append(epoch_per_sample())
+        for name, (batches, prepare) in pipelines.items():
+            samples[name], seconds = epoch(batches, prepare)
+            rates[name].append(samples[name] / seconds)
     ratio = statistics.median(a / b for a, b in zip(rates["device_resident"], rates["per_sample_dataloader"],
                                                      strict=True))
     return {"n": n, "batch_size": batch_size, "workers": workers, "rounds": rounds, "device": device,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "samples_per_epoch": samples,
             "samples_per_s": {k: statistics.median(v) for k, v in rates.items()}, "ratio": ratio}
 
 

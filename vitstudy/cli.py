@@ -395,7 +395,8 @@ def cmd_bench(args) -> int:
         if part == "mixers":
             results = {}
             for precision in args.precision:
-                results[precision] = bench.bench_mixers(precision=precision, only=args.only, **rounds)
+                results[precision] = bench.bench_mixers(precision=precision, only=args.only,
+                                                        device=args.device, **rounds)
                 emit(f"mixers_{precision}", results[precision], bench.format_mixers(results[precision]))
             bench.plot_mixers(results, out)
         elif part == "loop":

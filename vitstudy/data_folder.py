@@ -87,7 +87,8 @@ def image_folder(img_size: int, batch_size: int = 128, train_subset: int | None 
     n = len(_train_indices(len(data["train"]), train_subset)) + len(data["val"])
     n += len(data["test"]) if data["test"] is not data["val"] else 0
     size = n * 3 * img_size**2 * 4
-    args = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, root=root, **options)
+    args = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, root=root, folders=data,
+                **options)  # the folders as scanned here: a large tree is not walked twice
     if size <= DEVICE_BYTES:
         reason = f"{n} images at {img_size} px take {_size(size)} ≤ {_size(DEVICE_BYTES)}: decoded once"
         return DecodedImageFolderDataModule(reason=reason, **args)
@@ -102,15 +103,15 @@ class DecodedImageFolderDataModule(TensorDataModule):
     in_chans = 3
 
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
-                 root: str = "data", reason: str = "decoded once", **options):
+                 root: str = "data", reason: str = "decoded once", folders: dict | None = None, **options):
         super().__init__(img_size, batch_size, train_subset, **options)
-        self.base, self.reason = Path(root), reason
+        self.base, self.reason, self.folders = Path(root), reason, folders
 
     def load(self):
         from torchvision import transforms
         from torchvision.transforms import InterpolationMode
 
-        data = _folders(self.base)
+        data = self.folders or _folders(self.base)
         classes = data["train"].classes
         _check_classes(self, classes, self.base)
         self.num_classes = len(classes)
@@ -146,9 +147,10 @@ class ImageFolderDataModule(SplitDataModule):
     folder, what, hint = "", "image folder", FOLDER_HELP  # folder: under data.root
 
     def __init__(self, img_size: int = 224, batch_size: int = 256, train_subset: int | None = None,
-                 root: str = "data", reason: str = "decoded per sample", **options):
+                 root: str = "data", reason: str = "decoded per sample", folders: dict | None = None,
+                 **options):
         super().__init__(img_size, batch_size, train_subset, **options)
-        self.base, self.reason = Path(root) / self.folder, reason
+        self.base, self.reason, self.folders = Path(root) / self.folder, reason, folders
         self.splits: dict = {}
 
     def prepare_data(self) -> None:
@@ -160,7 +162,7 @@ class ImageFolderDataModule(SplitDataModule):
         from torchvision import transforms
         from torchvision.transforms import InterpolationMode
 
-        data = _folders(self.base, self.what, self.hint)
+        data = self.folders or _folders(self.base, self.what, self.hint)
         classes = data["train"].classes
         _check_classes(self, classes, self.base)
         self.num_classes = len(classes)

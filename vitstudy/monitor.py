@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from vitstudy.profile import inference_throughput
+from vitstudy.profile import inference_throughput, sync
 from vitstudy.spec import RunSpec
 
 BEST_FILE = "best.ckpt"
@@ -48,11 +48,6 @@ def build_loggers(spec: RunSpec, run_dir: Path) -> list:
     return loggers
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class RunMonitor(Callback):
     """Validation history, training throughput and peak memory of one fit (resumable: its state is
     saved in the checkpoint)."""
@@ -79,13 +74,13 @@ class RunMonitor(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
-            _sync(pl_module.device)
+            sync(pl_module.device)
             self._t0, self._epoch_images = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._epoch_images += len(batch[0])
         if batch_idx == trainer.num_training_batches - 1:
-            _sync(pl_module.device)
+            sync(pl_module.device)
             seconds = time.perf_counter() - self._t0
             self._epochs_seen += 1
             warmup = self._epochs_seen == 1 and trainer.max_epochs - trainer.current_epoch > 1

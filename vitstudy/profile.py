@@ -59,7 +59,8 @@ def human(n: float, unit: str = "") -> str:
 
 
 # --- measured throughput (issue 5): images per second on the current device -------------------------
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a clock reads its end."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -71,14 +72,14 @@ def _timed(step, device: torch.device, images: int, min_time: float, max_iters: 
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     start, iters = time.perf_counter(), 0
     while iters < max_iters and (iters == 0 or time.perf_counter() - start < min_time):
         step()
         iters += 1
         if iters % 5 == 0:
-            _sync(device)
-    _sync(device)
+            sync(device)
+    sync(device)
     return images * iters / (time.perf_counter() - start)
 
 

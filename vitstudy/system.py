@@ -97,14 +97,6 @@ class ImageClassifier(L.LightningModule):
             self.register_buffer(name, torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("loss_sum", torch.zeros(()), persistent=False)
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets `_current_fx_name` around every hook call, ~20 times per step; nn.Module's
-        # __setattr__ (which looks the name up among parameters, buffers and modules) costs ~3 µs each
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

@@ -106,11 +106,8 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # a local run
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # the cell's lock file
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA, on purpose
-        # last.ckpt after every epoch (save_last=True alone writes it only when training ends)
-        trainer = build_trainer(spec, run_dir, progress, callbacks=[
-            ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
-                            enable_version_counter=False),
-            monitor, best_checkpoint(run_dir), RngState(), *callbacks])
+        trainer = build_trainer(spec, run_dir, progress, callbacks=[*cell_callbacks(run_dir, monitor),
+                                                                    *callbacks])
         # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
         os.environ[DDP_CELL_ENV] = str(run_dir)
         try:
@@ -150,6 +147,14 @@ def build_system(spec: RunSpec) -> ImageClassifier:
         batch_size=spec.data.batch_size, lr_base_batch=t.lr_base_batch, cooldown_epochs=t.cooldown_epochs,
         mixup=t.mixup, cutmix=t.cutmix, mixup_prob=t.mixup_prob, mixup_switch_prob=t.mixup_switch_prob,
         ema_decay=t.ema_decay, compile=t.compile, grad_clip=t.grad_clip)
+
+
+def cell_callbacks(run_dir: Path, monitor: RunMonitor) -> list:
+    """What every cell's Trainer carries: last.ckpt after every epoch (save_last=True alone writes it
+    only when training ends), the run monitor, best.ckpt, and the RNG state in the checkpoints."""
+    return [ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
+                            enable_version_counter=False),
+            monitor, best_checkpoint(run_dir), RngState()]
 
 
 def build_trainer(spec: RunSpec, run_dir: Path, progress: bool, callbacks: list, **overrides) -> L.Trainer:
