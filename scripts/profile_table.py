@@ -4,8 +4,8 @@ figures the paper printed (the presets' `published` dict), as a Markdown table.
     python scripts/profile_table.py t2t_vit_7 t2t_vit_14 --out results/profile/t2t_vit.md
     python scripts/profile_table.py --group t2t --out results/profile/t2t_vit.md   # every T2T preset
 
-Params count trainable and frozen parameters plus fixed tables (`vitstudy.profile.count_params`); MACs
-are counted with torch's FlopCounterMode (`vitstudy.profile.model_cost`). Δ is ours minus published.
+Params count trainable and frozen parameters plus fixed tables (`vitstudy.models.cost.count_params`); MACs
+are counted with torch's FlopCounterMode (`vitstudy.models.cost.model_cost`). Δ is ours minus published.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from vitstudy.config.presets import PRESETS, T2T_PRESETS
 from vitstudy.models.build import resolve_model
-from vitstudy.models.presets import PRESETS, T2T_PRESETS
-from vitstudy.profile import model_cost
+from vitstudy.models.cost import model_cost
 
 GROUPS = {"t2t": list(T2T_PRESETS)}
 NOTES = {"t2t": """\

@@ -21,15 +21,15 @@ def write_manifest(tmp_path):
     return write
 
 
-# A grid small enough to train in seconds on digits (vit_micro narrowed, 16×16 images).
-TINY_GRID = """
-name: tiny
-defaults:
-  model: {preset: vit_micro, embed_dim: 32, depth: 2, num_heads: 2}
-  data: {dataset: digits, batch_size: 256}
-  train: {epochs: 2, lr: 3.0e-3}
-  log: {progress_bar: false}
-grid:
-  model.head: [cls, gap]
-seeds: [0]
-"""
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
+
+
+def manifest_text(name: str) -> str:
+    """The text of tests/manifests/<name>.yaml (the manifests several test files share)."""
+    return (MANIFESTS / f"{name}.yaml").read_text()
+
+
+@pytest.fixture
+def tiny_grid() -> str:
+    """A grid small enough to train in seconds on digits: 2 cells (head cls/gap), 2 epochs, seed 0."""
+    return manifest_text("tiny")

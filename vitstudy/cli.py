@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -14,18 +13,18 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from vitstudy.env import DDP_CELL_ENV
-from vitstudy.executors.worker import Terminated, on_sigterm
-from vitstudy.manifest import ManifestError, load
+from vitstudy.config.manifest import ManifestError, load
+from vitstudy.grid.executors.worker import Terminated, on_sigterm
 from vitstudy.registry import UnknownNameError
-from vitstudy.report import DEFAULT_METRICS
+from vitstudy.results.report import DEFAULT_METRICS
+from vitstudy.training.provenance import DDP_CELL_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get(DDP_CELL_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        from vitstudy.train import follow_ddp_cell  # a DDP rank Lightning started by re-running us
+        from vitstudy.training.run import follow_ddp_cell  # a DDP rank Lightning started by re-running us
 
         return follow_ddp_cell()
     parser = _parser()
@@ -161,13 +160,6 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _quiet_lightning() -> None:
-    import lightning  # noqa: F401  (its import sets its loggers to INFO: set them after it)
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 # run-grid options that only one or two backends honour: given to another, they are an error, not ignored
 BACKEND_OPTIONS = {
     "workers": ("local",), "fail_fast": ("local",), "address": ("ray",),
@@ -190,8 +182,10 @@ def cmd_run_grid(args) -> int:
             print(f"vitstudy: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     grid = load(args.manifest, smoke=args.smoke)  # every cell validated before anything runs
-    _quiet_lightning()
-    from vitstudy.executors.local import run_local
+    from vitstudy.training.quiet import quiet_lightning
+
+    quiet_lightning()
+    from vitstudy.grid.executors.local import run_local
 
     folder = args.out / grid.folder
     print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {folder}", flush=True)
@@ -200,7 +194,7 @@ def cmd_run_grid(args) -> int:
     if args.backend == "slurm":
         return _run_slurm(args, grid, folder)
     if args.backend == "ray":
-        from vitstudy.executors.ray import default_cpus_per_cell, run_ray
+        from vitstudy.grid.executors.ray import default_cpus_per_cell, run_ray
 
         progress = run_ray(grid, args.out, address=args.address, retry_failed=args.retry_failed,
                            cpus_per_cell=args.cpus_per_cell or default_cpus_per_cell(),
@@ -213,8 +207,8 @@ def cmd_run_grid(args) -> int:
 
 
 def _run_slurm(args, grid, folder: Path) -> int:
-    from vitstudy import files
-    from vitstudy.executors import slurm
+    from vitstudy import runfolder as files
+    from vitstudy.grid.executors import slurm
 
     if not slurm.available():
         print("vitstudy: error: --backend slurm: sbatch/squeue not found on this machine", file=sys.stderr)
@@ -234,7 +228,7 @@ def _run_slurm(args, grid, folder: Path) -> int:
               "run the same command again after a crash (queued cells are not submitted twice)")
         return EXIT_OK
     slurm.wait(grid, args.out)
-    statuses = [(files.read_json(grid.cell_dir(args.out, c) / "metrics.json") or {}).get("status", "pending")
+    statuses = [files.status(grid.cell_dir(args.out, c))
                 for c in grid.cells]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     return _report(args, folder, summary, sum(s != "done" for s in statuses))
@@ -248,7 +242,7 @@ def _key_value(text: str) -> tuple[str, str | bool]:
 
 
 def _report(args, folder: Path, summary: str, bad: int) -> int:
-    from vitstudy.report import for_manifest, write
+    from vitstudy.results.report import for_manifest, write
 
     report, _ = for_manifest(args.manifest, args.out, smoke=args.smoke)
     write(report, folder)  # table.{md,csv,tex,html} and the plots
@@ -265,17 +259,18 @@ def cmd_plan(args) -> int:
     from collections import Counter
     from functools import lru_cache
 
-    from vitstudy import files
-    from vitstudy.locks import is_running
-    from vitstudy.profile import human, model_cost
-    from vitstudy.progress import duration, eta
+    from vitstudy import runfolder as files
+    from vitstudy.grid.locks import is_running
+    from vitstudy.grid.progress import duration, eta
+    from vitstudy.models.cost import model_cost
+    from vitstudy.results.format import human
 
     cost = lru_cache(maxsize=None)(model_cost)
     counts, walls, rows = Counter(), [], []
     queued = _slurm_queued(grid, args.out)
     for cell in grid.cells:
         run_dir = grid.cell_dir(args.out, cell)
-        record = files.read_json(run_dir / "metrics.json") or {}
+        record = files.read_record(run_dir)
         status = record.get("status", "pending")
         if status == "running" and not is_running(run_dir):
             status = "interrupted"  # its process died: the next run-grid resumes it from last.ckpt
@@ -300,7 +295,7 @@ def cmd_plan(args) -> int:
 
 def _slurm_queued(grid, out: Path) -> dict[str, str]:
     """run_id → job id of the cells that SLURM holds a task for (none without a SLURM submission)."""
-    from vitstudy.executors import slurm
+    from vitstudy.grid.executors import slurm
 
     if not (slurm.jobs_dir(grid, out) / slurm.JOBS_FILE).exists() or not slurm.available():
         return {}
@@ -311,7 +306,7 @@ def _slurm_queued(grid, out: Path) -> dict[str, str]:
 
 
 def cmd_report(args) -> int:
-    from vitstudy.report import for_source, write
+    from vitstudy.results.report import for_source, write
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
     baseline = dict(kv.split("=", 1) for kv in split(args.baseline)) if args.baseline else None
@@ -330,8 +325,9 @@ def cmd_report(args) -> int:
 def _profile_manifest(args) -> int:
     import torch
 
-    from vitstudy.profile import human, measure_cost
-    from vitstudy.report import Run, group_runs
+    from vitstudy.results.format import human
+    from vitstudy.results.report import Run, group_runs
+    from vitstudy.training.throughput import measure_cost
 
     grid = load(args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -360,7 +356,8 @@ def cmd_profile(args) -> int:
     if args.model.endswith((".yaml", ".yml")) or Path(args.model).is_file():
         return _profile_manifest(args)
     from vitstudy.models.build import resolve_model
-    from vitstudy.profile import human, model_cost
+    from vitstudy.models.cost import model_cost
+    from vitstudy.results.format import human
 
     spec = resolve_model(args.model, img_size=args.img_size, num_classes=args.num_classes,
                          in_chans=args.in_chans)
@@ -380,7 +377,9 @@ BENCH_PARTS = ("mixers", "loop", "data", "precision", "utilisation", "scaling")
 def cmd_bench(args) -> int:
     import torch
 
-    from vitstudy import bench, bench_compute, bench_loop
+    from vitstudy.bench import compute as bench_compute
+    from vitstudy.bench import loop as bench_loop
+    from vitstudy.bench import mixers as bench
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     parts = BENCH_PARTS if "all" in args.what else [p for p in BENCH_PARTS if p in args.what]
@@ -420,7 +419,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from vitstudy.models.presets import PRESETS
+    from vitstudy.config.presets import PRESETS
     from vitstudy.registry import REGISTRIES
 
     for reg in REGISTRIES:

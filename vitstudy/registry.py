@@ -173,29 +173,29 @@ HEADS.register("gap", "vitstudy.models.vit:AveragePool",
                "Li et al. 2021; Zhou et al. 2023", class_token=False)
 
 # --- datasets: meta tells the model builder what the images look like ------------------------------
-DATASETS.register("digits", "vitstudy.data:DigitsDataModule",
+DATASETS.register("digits", "vitstudy.data.base:DigitsDataModule",
                   "scikit-learn's 1,797 real 8×8 handwritten digits; ships offline",
                   "Alpaydin & Kaynak 1998 (UCI)", num_classes=10, in_chans=1, img_size=8)
-DATASETS.register("imagenet", "vitstudy.data_folder:ImageNetDataModule",
+DATASETS.register("imagenet", "vitstudy.data.folder:ImageNetDataModule",
                   "ImageNet-1k from <root>/imagenet/{train,val}/<wnid>/ (not downloadable: bring it)",
                   "Deng et al. 2009", num_classes=1000, in_chans=3, img_size=224, on_disk=True)
-DATASETS.register("mnist", "vitstudy.data_mnist:MnistDataModule",
+DATASETS.register("mnist", "vitstudy.data.mnist:MnistDataModule",
                   "MNIST 28×28 digits as device tensors; downloads into data.root when online",
                   "LeCun et al. 1998", num_classes=10, in_chans=1, img_size=28, on_disk=True)
-DATASETS.register("fashion_mnist", "vitstudy.data_mnist:FashionMnistDataModule",
+DATASETS.register("fashion_mnist", "vitstudy.data.mnist:FashionMnistDataModule",
                   "Fashion-MNIST 28×28 clothing as device tensors; downloads into data.root when online",
                   "Xiao et al. 2017", num_classes=10, in_chans=1, img_size=28, on_disk=True)
 # num_classes None: the folder decides, so the manifest must set model.num_classes (checked at setup)
-DATASETS.register("imagefolder", "vitstudy.data_folder:image_folder",
+DATASETS.register("imagefolder", "vitstudy.data.folder:image_folder",
                   "data.root/{train,val[,test]}/<class>/*.png|jpg: on the device when small, else workers",
                   "", num_classes=None, in_chans=3, img_size=None, on_disk=True)
-DATASETS.register("cifar10", "vitstudy.data_cifar:CifarDataModule",
+DATASETS.register("cifar10", "vitstudy.data.cifar:CifarDataModule",
                   "CIFAR-10 as device tensors, crop+flip in batches; downloads into data.root when online",
                   "Krizhevsky 2009", num_classes=10, in_chans=3, img_size=32, on_disk=True)
-DATASETS.register("cifar100", "vitstudy.data_cifar:Cifar100DataModule",
+DATASETS.register("cifar100", "vitstudy.data.cifar:Cifar100DataModule",
                   "CIFAR-100 as device tensors, crop+flip in batches; downloads into data.root when online",
                   "Krizhevsky 2009; Li et al. 2021 (CMHSA)", num_classes=100, in_chans=3, img_size=32,
                   on_disk=True)
-DATASETS.register("synthetic", "vitstudy.data:SyntheticDataModule",
+DATASETS.register("synthetic", "vitstudy.data.base:SyntheticDataModule",
                   "class prototypes plus noise: learnable, deterministic, any size (smoke tests)",
                   "", num_classes=10, in_chans=3, img_size=32)

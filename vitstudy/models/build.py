@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 
+from vitstudy.config.spec import ModelSpec
 from vitstudy.models.vit import VisionTransformer
 from vitstudy.registry import CHANNEL_MIXERS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS
-from vitstudy.spec import ModelSpec
 
 
 def _options(entry, spec: ModelSpec) -> dict:
@@ -63,7 +63,7 @@ def build_model(spec: ModelSpec) -> VisionTransformer:
 
 def resolve_model(preset: str | None = None, **overrides) -> ModelSpec:
     """A ModelSpec from a preset name plus overrides (what `vitstudy profile` and tests use)."""
-    from vitstudy.models.presets import MODEL_DEFAULTS, preset_args
+    from vitstudy.config.presets import MODEL_DEFAULTS, preset_args
 
     args = dict(MODEL_DEFAULTS)
     if preset is not None:

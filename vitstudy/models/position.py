@@ -32,7 +32,7 @@ def sinusoid_table(num_tokens: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidPosition(nn.Module):
-    # A fixed table, not trained; still counted as parameters by `vitstudy.profile`, as in T2T-ViT's
+    # A fixed table, not trained; still counted as parameters by `vitstudy.models.cost`, as in T2T-ViT's
     # published counts (its code stores the table as a frozen nn.Parameter).
     counted_buffers = ("pos_embed",)
 

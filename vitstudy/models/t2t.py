@@ -21,7 +21,7 @@ whole). Both T2T layers change the width, so their skip connection is `v + proj(
 `x + ...`. Details follow the official code: LayerNorm eps 1e-5, the Performer's kqv has a bias and its
 projection and MLP output have dropout 0.1; the transformer layer's qkv has no bias and its scale is
 (input width)^-1/2. The Performer's random matrix is a persistent buffer (saved in checkpoints, never
-trained); `counted_buffers` tells `vitstudy.profile` to count it, as the paper's parameter counts do (the
+trained); `counted_buffers` tells `vitstudy.models.cost` to count it, as the paper's parameter counts do (the
 official code stores it as a frozen nn.Parameter).
 """
 
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-from vitstudy.models.soft_split import soft_split_sides
+from vitstudy.config.soft_split import soft_split_sides
 
 
 class TokenPerformer(nn.Module):

@@ -1,0 +1,110 @@
+"""Training augmentation, split by where it can run.
+
+Batch operations run on whole batches on the training device, after the batch is there, whatever
+pipeline produced it: random translation (a crop of the padded image), horizontal flip, timm's random
+erasing, and timm's Mixup/CutMix (in the LightningModule, since it changes the targets). Per-image
+operations need PIL and one image at a time: timm's RandAugment and colour jitter. A dataset that could
+live on the device as tensors is served by the per-sample pipeline (DataLoader workers) when one of those
+is configured, and the choice is recorded (vitstudy.data.base).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def shift_and_flip(x: torch.Tensor, shift: int = 0, flip: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of a batch by its own random offset in [-shift, shift]² pixels (a random
+    crop of the edge-padded image) and/or mirror it left-right with probability 1/2, on the batch's
+    device: (B, C, H, W) -> (B, C, H, W). Both are index maps, so together they are one gather over the
+    flattened pixels, with clamped (= edge-padded) and, for mirrored images, reversed column indices: no
+    padded copy, no second pass for the flip (0.45 vs 3.2 ms for pad + a four-index gather + where, on
+    256 CIFAR images on a 2-core CPU)."""
+    B, C, H, W = x.shape
+    rows = torch.arange(H, device=x.device).expand(B, H)
+    cols = torch.arange(W, device=x.device).expand(B, W)
+    if shift:
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, B), device=x.device, generator=generator)
+        rows = (rows + (dy[:, None] - shift)).clamp_(0, H - 1)
+        cols = (cols + (dx[:, None] - shift)).clamp_(0, W - 1)
+    if flip:
+        mirrored = torch.rand(B, device=x.device, generator=generator) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(-1), cols)
+    if not (shift or flip):
+        return x
+    pixels = (rows[:, :, None] * W + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W)
+    return x.reshape(B, C, H * W).gather(2, pixels).view(B, C, H, W)
+
+
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random translation by up to `shift` pixels each way, per image (see shift_and_flip)."""
+    return shift_and_flip(x, shift, False, generator)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of a batch left-right with probability 1/2 (see shift_and_flip)."""
+    return shift_and_flip(x, 0, True, generator)
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """The batch operations of a training pipeline, applied in this order to normalised images."""
+
+    shift: int = 0
+    flip: bool = False
+    erasing: float = 0.0  # timm RandomErasing probability per image (pixel mode: normal noise)
+
+    def __bool__(self) -> bool:
+        return bool(self.shift or self.flip or self.erasing)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = shift_and_flip(x, self.shift, self.flip)  # a new tensor unless both are off
+        if self.erasing:
+            from timm.data.random_erasing import RandomErasing
+
+            # timm erases in place, image by image, with noise drawn on the batch's device
+            erase = RandomErasing(self.erasing, mode="pixel", device=x.device)
+            out = erase(out if out is not x else x.clone())
+        return out
+
+
+@dataclass(frozen=True)
+class ImageAugment:
+    """Per-image PIL operations (timm's RandAugment, torchvision's ColorJitter as timm uses it)."""
+
+    randaugment: str | None = None
+    color_jitter: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.randaugment or self.color_jitter)
+
+    def transform(self, img_size: int, mean: tuple[float, ...]):
+        """A PIL → PIL transform for images of side `img_size`; `mean` (in [0, 1]) fills the corners
+        RandAugment's geometric ops uncover (timm's create_transform sets the same hyper-parameters)."""
+        from torchvision import transforms
+
+        ops = []
+        if self.randaugment:
+            from timm.data.auto_augment import rand_augment_transform
+
+            fill = tuple(round(255 * m) for m in mean)
+            ops.append(rand_augment_transform(self.randaugment, {"translate_const": int(0.45 * img_size),
+                                                                 "img_mean": fill}))
+        if self.color_jitter:
+            ops.append(transforms.ColorJitter(*(self.color_jitter,) * 3))
+        return transforms.Compose(ops)
+
+
+def build_mixup(mixup: float, cutmix: float, prob: float, switch_prob: float, label_smoothing: float,
+                num_classes: int):
+    """timm's Mixup/CutMix on whole batches (mode "batch": one λ per batch, as DeiT), returning soft
+    targets with label smoothing folded in; None when both are off."""
+    if not (mixup or cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, switch_prob=switch_prob, mode="batch",
+                 label_smoothing=label_smoothing, num_classes=num_classes)

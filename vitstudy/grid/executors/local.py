@@ -1,0 +1,160 @@
+"""Run a grid's cells on this machine: one after another in this process, or `workers` at a time in
+spawned worker processes (one per GPU, pinned to it; on a CPU the threads are split between them).
+
+Every cell is attempted under its lock (vitstudy.grid.locks): finished cells are skipped, cells another
+process is training are deferred and waited for at the end (then skipped when that process finished
+them, or trained here when it died), interrupted cells resume from their last checkpoint, failed
+cells are reported and rerun only with `retry_failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+from vitstudy import runfolder as files
+from vitstudy.config.manifest import Cell, Grid
+from vitstudy.grid.executors.worker import attempt, init_worker
+from vitstudy.grid.progress import Progress
+from vitstudy.runfolder import FAILURES
+
+
+def cells_at_once() -> int:
+    """One worker per visible GPU, else one."""
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool = False,
+              workers: int | None = None, echo: Callable[[str], None] = print) -> Progress:
+    """Train every cell that is not finished; return the Progress, whose counts hold the outcome of
+    every cell: done, skipped (done before), failed / diverged / oom, not run (after --fail-fast)."""
+    out = Path(out)
+    dirs = {cell.run_id + cell.grid: grid.cell_dir(out, cell) for cell in grid.cells}
+    records = {key: files.read_record(d) for key, d in dirs.items()}
+    walls = [r["wall_time_s"] for r in records.values() if r.get("status") == "done" and r.get("wall_time_s")]
+    workers = workers or cells_at_once()
+    progress = Progress(grid.name, len(grid.cells), workers, echo, walls)
+    todo: list[Cell] = []
+    for cell in grid.cells:
+        if records[cell.run_id + cell.grid].get("status") == "done":
+            progress.counts["skipped"] += 1
+        else:
+            todo.append(cell)
+    if todo:
+        echo(progress.line())
+    stop = False
+    # phase-2 cells (train.init_from, vitstudy.config.phases) run after the wave of their phase 1
+    for phase in (1, 2):
+        wave = [] if stop else _phase_one(todo) if phase == 1 else _phase_two(todo, dirs, echo)
+        if not wave:
+            continue
+        deferred: list[Cell] = []
+        if workers == 1 or len(wave) <= 1:
+            stop = _in_process(wave, dirs, progress, deferred, fail_fast, retry_failed, timeout=0)
+        else:
+            stop = _pool(wave, dirs, progress, deferred, fail_fast, retry_failed, workers)
+        if deferred and not stop:
+            echo(f"waiting for {len(deferred)} cell(s) that another process is training")
+            stop = _in_process(deferred, dirs, progress, [], fail_fast, retry_failed, timeout=-1)
+    progress.counts["not run"] += len(grid.cells) - progress.finished
+    return progress
+
+
+def _phase_one(todo: list[Cell]) -> list[Cell]:
+    return [c for c in todo if not c.spec.train.init_from]
+
+
+def _phase_two(todo: list[Cell], dirs: dict, echo: Callable[[str], None]) -> list[Cell]:
+    """The phase-2 cells whose phase 1 is done (asked after the first wave ran); the others: not run."""
+    wave = []
+    for cell in (c for c in todo if c.spec.train.init_from):
+        first = dirs[cell.run_id + cell.grid].parent / cell.spec.train.init_from
+        status = files.status(first)
+        if status == "done":
+            wave.append(cell)
+        else:
+            echo(f"  - {cell.run_id} not run: its phase 1 {first.name} is {status}")
+    return wave
+
+
+def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progress: Progress,
+            deferred: list) -> bool:
+    """Count one attempt's outcome; True when it is a failure."""
+    if outcome == "locked":
+        deferred.append(cell)
+        return False
+    if outcome in FAILURES and not trained:  # failed in an earlier run
+        progress.counts[outcome] += 1
+        progress.echo(f"{progress.line()}  ✗ {cell.run_id} {outcome} in an earlier run "
+                      "(--retry-failed reruns it)")
+        return True
+    progress.ended(cell.run_id, outcome, record)
+    return outcome in FAILURES
+
+
+def _in_process(cells, dirs, progress, deferred, fail_fast, retry_failed, timeout) -> bool:
+    for cell in cells:
+        outcome, record, trained = attempt(
+            cell.spec, dirs[cell.run_id + cell.grid], retry_failed, None, timeout,
+            on_start=lambda _, c=cell: progress.started(c.run_id))
+        if _handle(cell, outcome, record, trained, progress, deferred) and fail_fast:
+            return True
+    return False
+
+
+def _pool(cells, dirs, progress, deferred, fail_fast, retry_failed, workers) -> bool:
+    ctx = get_context("spawn")
+    gpus = cells_at_once() if _has_cuda() else 0
+    devices = None
+    if gpus:
+        devices = ctx.Queue()
+        for i in range(workers):
+            devices.put(i % gpus)
+    threads = None if gpus else max(1, (os.cpu_count() or 1) // workers)
+    events = ctx.Queue()
+    by_name = {cell.run_id: cell for cell in cells}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                             initargs=(devices, threads, events)) as pool:
+        futures = {pool.submit(attempt, cell.spec, dirs[cell.run_id + cell.grid], retry_failed, False): cell
+                   for cell in cells}
+        pending, stop = set(futures), False
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            _drain(events, progress, by_name)
+            for future in done:
+                cell = futures[future]
+                try:
+                    outcome, record, trained = future.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (segfault, OOM killer)
+                    # the cell's metrics.json still says "running": the next run-grid resumes it
+                    outcome, record, trained = "worker died", {"error": {"message": repr(e)}}, True
+                failed = _handle(cell, outcome, record, trained, progress, deferred)
+                failed = failed or outcome == "worker died"
+                if failed and fail_fast and not stop:
+                    stop = True
+                    for f in pending:
+                        f.cancel()
+            pending = {f for f in pending if not f.cancelled()}
+    return stop
+
+
+def _drain(events, progress: Progress, by_name: dict) -> None:
+    while True:
+        try:
+            run_id = events.get_nowait()
+        except queue.Empty:
+            return
+        if run_id in by_name and run_id not in progress.ended_ids:
+            progress.started(run_id)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0

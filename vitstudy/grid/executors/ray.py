@@ -1,0 +1,115 @@
+"""Run a grid's cells on a Ray cluster: one Ray task per cell, asking for `cpus_per_cell` CPUs and
+`gpus_per_cell` GPUs, so Ray packs as many cells at once as the cluster's resources allow. Each task
+runs `worker.attempt` — the local executor's code path: the cell's lock, skip when done,
+`train.run_cell`, resume from last.ckpt — in the results folder, which every node must see (a shared
+file system, as on a SLURM cluster). `address` joins an existing cluster ("auto", "ray://host:10001");
+without it Ray starts a local one for the duration of the grid.
+
+The driver waits for every task; should it die, the cells its tasks were training keep their
+metrics.json ("running") and last.ckpt and resume on the next run-grid, whatever the backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from vitstudy import runfolder as files
+from vitstudy.config.manifest import Grid
+from vitstudy.grid.progress import Progress
+from vitstudy.runfolder import FAILURES
+
+
+def _task(spec, run_dir: str, retry_failed: bool, wait_for_lock: bool):
+    from vitstudy.grid.executors.worker import attempt
+    from vitstudy.training.quiet import quiet_lightning
+
+    quiet_lightning()
+    return attempt(spec, run_dir, retry_failed, progress=False, timeout=-1 if wait_for_lock else 0)
+
+
+def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: bool = False,
+            cpus_per_cell: float = 1, gpus_per_cell: float = 0, num_cpus: int | None = None,
+            echo: Callable[[str], None] = print) -> Progress:
+    """Train every unfinished cell as a Ray task; return the Progress (as `run_local` does)."""
+    import ray
+
+    out = Path(out).resolve()
+    dirs = {c.run_id + c.grid: grid.cell_dir(out, c) for c in grid.cells}
+    records = {k: files.read_record(d) for k, d in dirs.items()}
+    walls = [r["wall_time_s"] for r in records.values() if r.get("status") == "done" and r.get("wall_time_s")]
+    progress = Progress(grid.name, len(grid.cells), 1, echo, walls)
+    todo = []
+    for cell in grid.cells:
+        if records[cell.run_id + cell.grid].get("status") == "done":
+            progress.counts["skipped"] += 1
+        else:
+            todo.append(cell)
+    if not todo:
+        return progress
+    started_here = not ray.is_initialized()
+    if started_here:
+        # tasks inherit this process's environment: each cell gets cpus_per_cell threads
+        env = {"OMP_NUM_THREADS": str(max(1, int(cpus_per_cell)))}
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False,
+                 include_dashboard=False, runtime_env={"env_vars": env})
+    try:
+        resources = ray.cluster_resources()
+        progress.workers = max(1, int(resources.get("CPU", 1) // max(cpus_per_cell, 1e-9)))
+        echo(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+             f"each cell asks for {cpus_per_cell:g} CPU(s), {gpus_per_cell:g} GPU(s)")
+        remote = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=2)(_task)
+        echo(progress.line())
+        waiting: dict = {}
+
+        def start(c, wait_for_lock: bool = False) -> None:
+            waiting[remote.remote(c.spec, str(dirs[c.run_id + c.grid]), retry_failed, wait_for_lock)] = c
+
+        # a phase-2 cell (train.init_from) starts when its phase-1 cell is done
+        after: dict[str, list] = {}
+        todo_ids = {c.run_id for c in todo}
+        for c in todo:
+            first = getattr(c.spec.train, "init_from", None)
+            if not first or files.status(dirs[c.run_id + c.grid].parent / first) == "done":
+                start(c)
+            elif first in todo_ids:
+                after.setdefault(first, []).append(c)
+            else:
+                echo(f"  - {c.run_id} not run: its phase 1 {first} is not done")
+        second_round = False
+        while waiting:
+            ready, _ = ray.wait(list(waiting), num_returns=1)
+            cell = waiting.pop(ready[0])
+            try:
+                outcome, record, trained = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - the task's process died (after max_retries)
+                outcome, record, trained = "worker died", {"error": {"message": repr(e)}}, True
+            if outcome == "locked":  # another process trains it: wait for it in a task of its own
+                start(cell, wait_for_lock=True)
+                second_round = True
+                continue
+            for c in after.pop(cell.run_id, []):
+                if outcome in ("done", "skipped"):
+                    start(c)
+                else:
+                    echo(f"  - {c.run_id} not run: its phase 1 {cell.run_id} is {outcome}")
+            if outcome in FAILURES and not trained:
+                progress.counts[outcome] += 1
+                echo(f"{progress.line()}  ✗ {cell.run_id} {outcome} in an earlier run "
+                     "(--retry-failed reruns it)")
+            else:
+                progress.ended(cell.run_id, outcome, record)
+        if second_round:
+            echo("waited for cells that another process was training")
+    finally:
+        if started_here:
+            ray.shutdown()
+    progress.counts["not run"] += len(grid.cells) - progress.finished
+    return progress
+
+
+
+
+def default_cpus_per_cell() -> int:
+    return 1 if (os.cpu_count() or 1) <= 2 else 2

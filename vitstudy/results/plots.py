@@ -1,0 +1,168 @@
+"""Figures for a report, written next to its table as PNG and SVG (matplotlib, no display needed):
+
+- `accuracy_vs_cost`: the first metric (mean ± std over seeds) against parameters and against MACs,
+  one marker shape per token mixer, each point labelled with its row;
+- `val_acc_vs_epoch`: validation top-1 against epoch, one line per row (mean over seeds, band min–max),
+  read from each run's TensorBoard event files (`tb/`), so it works for runs in progress too.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vitstudy.runfolder import TB_DIR
+
+if TYPE_CHECKING:
+    from vitstudy.results.report import Group, Report
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label(report: "Report", g: "Group") -> str:
+    from vitstudy.results.report import _short
+
+    parts = [f"{_short(a)}={g.label.get(a)}" for a in report.axes if g.label.get(a) is not None]
+    return ", ".join(parts) or "all runs"
+
+
+def colors(n: int) -> list:
+    """n distinct colours: matplotlib's tab10 up to 10 rows, tab20 beyond (no colour used twice)."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+ANNOTATE_AT_MOST = 8  # more rows than this: a colour legend instead of a label beside every point
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    _pyplot().close(fig)
+    return paths
+
+
+def _mixer(g: "Group") -> str:
+    for r in g.runs:
+        mixer = ((r.record.get("spec") or {}).get("model") or {}).get("mixer")
+        if mixer:
+            return mixer
+    return "?"
+
+
+def accuracy_vs_cost(report: "Report", stem: Path) -> list[Path]:
+    from vitstudy.results.report import metric_name
+
+    plt = _pyplot()
+    metric = report.metrics[0]
+    points = [(g, g.mean(metric), g.std(metric) or 0.0, g.cost("params"), g.cost("macs"))
+              for g in report.groups]
+    points = [p for p in points if p[1] is not None and p[3] and p[4]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    mixers = list(dict.fromkeys(_mixer(g) for g, *_ in points))
+    palette = colors(len(report.groups))
+    color = {id(g): palette[i] for i, g in enumerate(report.groups)}  # as in val_acc_vs_epoch
+    annotate = len(points) <= ANNOTATE_AT_MOST
+    for ax, idx, xlabel in ((axes[0], 3, "parameters"), (axes[1], 4, "MACs per image")):
+        for g, mean, std, *cost in points:
+            x = cost[idx - 3]
+            ax.errorbar(x, mean, yerr=std, fmt=MARKERS[mixers.index(_mixer(g)) % len(MARKERS)],
+                        color=color[id(g)], ecolor="0.5", capsize=3, markersize=7)
+            if annotate:
+                ax.annotate(label(report, g), (x, mean), textcoords="offset points", xytext=(6, 4),
+                            fontsize=7, color=color[id(g)])
+        ax.margins(x=0.3, y=0.1)
+        xs = [p[idx] for p in points]
+        if xs and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: _si(v)))
+    axes[0].set_ylabel(f"{metric_name(metric)}, mean ± std over seeds")
+    handles = [plt.Line2D([], [], marker=MARKERS[i % len(MARKERS)], color="0.3", linestyle="", label=m)
+               for i, m in enumerate(mixers)]
+    if handles:
+        axes[1].legend(handles=handles, title="token mixer", loc="best")
+    if not annotate:
+        rows = [plt.Line2D([], [], marker=MARKERS[mixers.index(_mixer(g)) % len(MARKERS)], color=color[id(g)],
+                           linestyle="", label=label(report, g)) for g, *_ in points]
+        fig.legend(handles=rows, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8,
+                   frameon=False)
+    fig.suptitle(f"{report.title}: accuracy against model size and compute" if report.title
+                 else "accuracy against model size and compute")
+    return _save(fig, stem)
+
+
+def _si(v: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= div:
+            return f"{v / div:.4g}{suffix}"
+    return f"{v:.4g}"
+
+
+def val_curve(run_dir: Path, tag: str = "val/acc1") -> dict[int, float]:
+    """{epoch: value} of a scalar in a run's TensorBoard events (the last value where an epoch repeats,
+    e.g. after a resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = Path(run_dir) / TB_DIR
+    if not tb.is_dir():
+        return {}
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    if tag not in tags:
+        return {}
+    epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
+    out = {}
+    for i, e in enumerate(acc.Scalars(tag)):
+        out[epoch_at.get(e.step, i)] = e.value
+    return dict(sorted(out.items()))
+
+
+def val_acc_vs_epoch(report: "Report", stem: Path) -> list[Path]:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    drawn = 0
+    palette = colors(len(report.groups))
+    for i, g in enumerate(report.groups):
+        curves = [val_curve(r.dir) for r in g.runs if r.dir is not None]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        epochs = sorted(set().union(*curves))
+        per_epoch = [[c[e] for c in curves if e in c] for e in epochs]
+        mean = [statistics.fmean(v) for v in per_epoch]
+        color = palette[i]
+        ax.plot([e + 1 for e in epochs], mean, color=color, label=f"{label(report, g)} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between([e + 1 for e in epochs], [min(v) for v in per_epoch], [max(v) for v in per_epoch],
+                            color=color, alpha=0.15, linewidth=0)
+        drawn += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8, loc="lower right", title="line: mean over seeds; band: min–max",
+                  title_fontsize=8)
+    ax.set_title(f"{report.title}: validation accuracy during training" if report.title
+                 else "validation accuracy during training")
+    return _save(fig, stem)
+
+
+def plot_all(report: "Report", out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return accuracy_vs_cost(report, out_dir / "accuracy_vs_cost") + \
+        val_acc_vs_epoch(report, out_dir / "val_acc_vs_epoch")

@@ -1,0 +1,224 @@
+"""Train one cell: seed → DataModule + LightningModule → Trainer.fit/test → files on disk.
+
+Writes `<run_dir>/spec.yaml`, `metrics.json` (status, spec, final metrics, cost), TensorBoard events
+under `tb/` and `last.ckpt`, every file atomically. A run whose folder holds a `last.ckpt` but no
+finished `metrics.json` resumes from that checkpoint. `run_cell` never raises for a failing cell: it
+records the failure (category, message, traceback in `traceback.txt`) so the rest of a grid goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from vitstudy import runfolder as files
+from vitstudy.config.spec import RunSpec
+from vitstudy.data.base import datamodule_for
+from vitstudy.models.cost import model_cost
+from vitstudy.runfolder import CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
+from vitstudy.training.monitor import RunMonitor, best_checkpoint, build_loggers, collect
+from vitstudy.training.provenance import DDP_CELL_ENV, environment
+from vitstudy.training.quiet import expected_warnings_ignored, quiet_lightning
+from vitstudy.training.resume import RngState, checkpoint_position
+from vitstudy.training.system import DivergedError, ImageClassifier
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temporary file and a rename."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        files.atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+    """Train and test one cell, recording success or failure in its metrics.json. `callbacks`: extra
+    Lightning callbacks; `progress`: Lightning's bar (None: the spec's log.progress_bar)."""
+    run_dir = Path(run_dir)
+    start = time.time()
+    try:
+        return train_cell(spec, run_dir, callbacks, progress)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
+        category = ("diverged" if isinstance(e, DivergedError)
+                    else "oom" if isinstance(e, torch.OutOfMemoryError) else "failed")
+        running = files.read_record(run_dir)  # the attempt this failure ends
+        record = _record(spec, run_dir, status=category, wall=time.time() - start,
+                         error={"type": type(e).__name__, "message": str(e)[:2000]},
+                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"))
+        if _lead():  # under DDP, rank 0 records the cell's fate
+            files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
+            files.write_json(run_dir / METRICS_FILE, record)
+        return record
+
+
+def _lead() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that writes a cell's files."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    ckpt = run_dir / CKPT_FILE
+    previous = files.read_record(run_dir)
+    attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt)}
+    if _lead():  # DDP ranks > 0 train the same cell and leave its files to rank 0
+        files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        running = _record(spec, run_dir, status="running", wall=0.0, **attempt)
+        files.write_json(run_dir / METRICS_FILE, running)
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+
+    t = spec.train
+    dm = datamodule_for(spec)
+    system = build_system(spec)
+    if t.init_from and not ckpt.exists():  # phase 2 (vitstudy.config.phases); resumed, it loads its own ckpt
+        from vitstudy.training.phase_init import init_from_phase
+
+        init_from_phase(system.model, spec, run_dir)
+    if progress is None:
+        progress = spec.log.progress_bar if spec.log.progress_bar is not None else sys.stdout.isatty()
+    monitor = RunMonitor()
+    with expected_warnings_ignored():
+        trainer = build_trainer(spec, run_dir, progress, callbacks=[*cell_callbacks(run_dir, monitor),
+                                                                    *callbacks])
+        # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
+        os.environ[DDP_CELL_ENV] = str(run_dir)
+        try:
+            trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
+        finally:
+            os.environ.pop(DDP_CELL_ENV, None)
+        metrics = _scalars(trainer.callback_metrics)
+        trainer.test(system, datamodule=dm, verbose=False)
+        metrics.update(_scalars(trainer.callback_metrics))
+        paths = sorted(set(system.model.attention_paths()))  # before `collect` runs other forwards
+        measured = collect(trainer, system, dm, monitor, run_dir, metrics)
+    record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
+                     attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
+                     pipeline=dm.pipeline, peak_lr=system.peak_lr(), **attempt)
+    if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
+        files.write_json(run_dir / METRICS_FILE, record)
+    return record
+
+
+def follow_ddp_cell() -> int:
+    """In a process Lightning's DDP launcher started (LOCAL_RANK > 0: our command line, re-run), train
+    the cell rank 0 is training, as one more rank, and return the exit status."""
+    run_dir = os.environ[DDP_CELL_ENV]
+    quiet_lightning()
+    spec = RunSpec(**yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text()))
+    return 0 if run_cell(spec, Path(run_dir), progress=False)["status"] == "done" else 1
+
+
+def build_system(spec: RunSpec) -> ImageClassifier:
+    """The LightningModule of a RunSpec (model and training recipe; the data side is datamodule_for)."""
+    t = spec.train
+    return ImageClassifier(
+        model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
+        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing, betas=t.betas,
+        batch_size=spec.data.batch_size, lr_base_batch=t.lr_base_batch, cooldown_epochs=t.cooldown_epochs,
+        mixup=t.mixup, cutmix=t.cutmix, mixup_prob=t.mixup_prob, mixup_switch_prob=t.mixup_switch_prob,
+        ema_decay=t.ema_decay, compile=t.compile, grad_clip=t.grad_clip)
+
+
+def cell_callbacks(run_dir: Path, monitor: RunMonitor) -> list:
+    """What every cell's Trainer carries: last.ckpt after every epoch (save_last=True alone writes it
+    only when training ends), the run monitor, best.ckpt, and the RNG state in the checkpoints."""
+    return [ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
+                            enable_version_counter=False),
+            monitor, best_checkpoint(run_dir), RngState()]
+
+
+def build_trainer(spec: RunSpec, run_dir: Path, progress: bool, callbacks: list, **overrides) -> L.Trainer:
+    """The Trainer of a RunSpec: accelerator, devices, strategy, nodes and precision from the manifest.
+    The DataModules shard and shuffle their own data (the same way on both pipelines), so Lightning's
+    distributed sampler is off."""
+    t = spec.train
+    kwargs = dict(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, deterministic=t.deterministic,
+        logger=build_loggers(spec, run_dir), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], log_every_n_steps=spec.log.every_n_steps,
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run_dir,
+        use_distributed_sampler=False)
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        key = key.removesuffix("_epoch")
+        if not key.endswith("_step"):
+            out[key] = float(value)
+    return dict(sorted(out.items()))
+
+
+def _model_cost(spec: RunSpec) -> dict:
+    try:
+        return model_cost(spec.model).as_dict()
+    except Exception:  # noqa: BLE001 - a model that cannot be built is the run's failure, recorded as such
+        return {}
+
+
+def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.Trainer | None = None,
+            **extra) -> dict:
+    """One metrics.json record, schema 2:
+
+    schema         2
+    run_id, status "running" | "done" | "failed" | "diverged" | "oom"
+    error          failures only: {"category": the status, "type": exception class, "message"}
+    spec           the fully resolved RunSpec
+    metrics        final (last-epoch) scalars: "test/acc1", "test/acc5", "test/loss", "val/...", "train/loss"
+    best           the epoch of highest val/acc1: {"epoch", "val/acc1", "val/acc5", "val/loss", "test/acc1",
+                   "test/acc5", "test/loss"} (test metrics of that epoch's checkpoint); {} until done
+    cost           {"params", "macs", "train_img_s", "infer_img_s", "infer_batch_size", "peak_mem_mib",
+                   "peak_mem_kind"}; the measured ones only when done
+    wall_time_s, started_at, finished_at
+    env            library versions, device, device_name, device_count, precision, attention_path,
+                   host, commit, dirty (see vitstudy.training.provenance)
+    attention_path the attention path taken (also in env; kept here for schema-1 readers)
+    attempt        how many times this cell has been started (1 for a run never interrupted)
+    resumed_from   {epoch, global_step} of the checkpoint this attempt resumed from, or null
+    pipeline       done only: how training batches were made: {"mode": "device" | "workers", "reason",
+                   ...} (vitstudy.data.base)
+    peak_lr        done only: the lr after scaling by the global batch (train.lr_base_batch)
+    """
+    if trainer is not None:
+        device, count = trainer.strategy.root_device.type, trainer.num_devices
+        precision = str(trainer.precision)
+    else:  # before or without a trainer: what the spec asked for
+        accel = spec.train.accelerator
+        device = "cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+        count = spec.train.devices if isinstance(spec.train.devices, int) else 1
+        precision = spec.train.precision
+    attention_path = extra.get("attention_path")
+    error = extra.pop("error", None)
+    now = datetime.now(timezone.utc)
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "status": status,
+        **({"error": {"category": status, **error}} if error else {}),
+        "spec": spec.model_dump(mode="json"),
+        "metrics": extra.pop("metrics", {}),
+        "best": extra.pop("best", {}),
+        "cost": {**_model_cost(spec), **extra.pop("cost", {})},
+        "wall_time_s": round(wall, 3),
+        "started_at": datetime.fromtimestamp(now.timestamp() - wall, timezone.utc).isoformat("T", "seconds"),
+        "finished_at": now.isoformat(timespec="seconds"),
+        "env": {**environment(device, count, precision, attention_path), "pid": os.getpid()},
+        **extra,
+    }
