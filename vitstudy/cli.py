@@ -7,16 +7,16 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from vitstudy.bench import PARTS as BENCH_PARTS
 from vitstudy.config.manifest import ManifestError, load
 from vitstudy.grid.executors.worker import Terminated, on_sigterm
 from vitstudy.registry import UnknownNameError
-from vitstudy.results.report import DEFAULT_METRICS
+from vitstudy.results.runs import DEFAULT_METRICS
 from vitstudy.training.provenance import DDP_CELL_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -140,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
                     "machines are noisy): runs alternate in rounds; figures are medians over rounds, or "
                     "for whole epochs the fastest round. Each part "
                     "prints a table and writes <out>/<part>.json; mixers and scaling also write plots.")
-    bench.add_argument("what", nargs="*", choices=["all", *BENCH_PARTS], default=["all"],
+    # the default is the string "all": argparse checks a default of nargs="*" against the choices as
+    # one value, so a list (["all"], []) is refused and `vitstudy bench` alone would be an error
+    bench.add_argument("what", nargs="*", choices=["all", *BENCH_PARTS], default="all",
                        help="which parts (default: all)")
     bench.add_argument("--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"],
                        help="mixers: the precisions to time")
@@ -207,7 +209,6 @@ def cmd_run_grid(args) -> int:
 
 
 def _run_slurm(args, grid, folder: Path) -> int:
-    from vitstudy import runfolder as files
     from vitstudy.grid.executors import slurm
 
     if not slurm.available():
@@ -227,11 +228,9 @@ def _run_slurm(args, grid, folder: Path) -> int:
         print(f"state lives in {folder}: `vitstudy plan {args.manifest}` shows progress; "
               "run the same command again after a crash (queued cells are not submitted twice)")
         return EXIT_OK
-    slurm.wait(grid, args.out)
-    statuses = [files.status(grid.cell_dir(args.out, c))
-                for c in grid.cells]
-    summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
-    return _report(args, folder, summary, sum(s != "done" for s in statuses))
+    counts = slurm.wait(grid, args.out)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return _report(args, folder, summary, sum(n for s, n in counts.items() if s != "done"))
 
 
 def _key_value(text: str) -> tuple[str, str | bool]:
@@ -242,12 +241,14 @@ def _key_value(text: str) -> tuple[str, str | bool]:
 
 
 def _report(args, folder: Path, summary: str, bad: int) -> int:
-    from vitstudy.results.report import for_manifest, write
+    from vitstudy.results.render import render
+    from vitstudy.results.table import for_manifest
+    from vitstudy.results.write import write
 
     report, _ = for_manifest(args.manifest, args.out, smoke=args.smoke)
     write(report, folder)  # table.{md,csv,tex,html} and the plots
     print()
-    print(report.render("md"))
+    print(render(report, "md"))
     print(f"{summary}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
     return EXIT_FAILED if bad else EXIT_OK
 
@@ -256,57 +257,23 @@ def cmd_plan(args) -> int:
     """The cells with status, params and MACs, and an ETA once some ran. Imports no training code
     (no lightning): params and MACs come from a meta-device model, once per distinct model."""
     grid = load(args.manifest, smoke=args.smoke)
-    from collections import Counter
-    from functools import lru_cache
-
-    from vitstudy import runfolder as files
-    from vitstudy.grid.locks import is_running
-    from vitstudy.grid.progress import duration, eta
-    from vitstudy.models.cost import model_cost
+    from vitstudy.grid.plan import plan
     from vitstudy.results.format import human
 
-    cost = lru_cache(maxsize=None)(model_cost)
-    counts, walls, rows = Counter(), [], []
-    queued = _slurm_queued(grid, args.out)
-    for cell in grid.cells:
-        run_dir = grid.cell_dir(args.out, cell)
-        record = files.read_record(run_dir)
-        status = record.get("status", "pending")
-        if status == "running" and not is_running(run_dir):
-            status = "interrupted"  # its process died: the next run-grid resumes it from last.ckpt
-        if status in ("pending", "interrupted") and cell.run_id in queued:
-            status = "queued"  # a task of `run-grid --backend slurm` waits in SLURM's queue to train it
-        if status == "done" and record.get("wall_time_s"):
-            walls.append(float(record["wall_time_s"]))
-        counts[status] += 1
-        c = cost(cell.spec.model)
-        expect = " ".join(f"{k}={v:g}" for k, v in cell.expect.items())
-        rows.append(f"  {status:11s} {cell.grid}/{cell.run_id:60s} {human(c.params):>7s} params "
-                    f"{human(c.macs):>7s} MACs" + (f"  expect {expect}" if expect else ""))
+    state = plan(grid, args.out)
     print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {args.out / grid.folder}")
-    print("\n".join(rows))
-    left = counts["pending"] + counts["interrupted"] + counts["running"] + counts["queued"]
-    seconds = eta(walls, left)
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"{summary}" + (f"; about {duration(seconds)} left on one worker (median "
-                          f"{duration(sorted(walls)[len(walls) // 2])} per cell)" if seconds else ""))
+    for row in state.rows:
+        expect = " ".join(f"{k}={v:g}" for k, v in row.cell.expect.items())
+        print(f"  {row.status:11s} {row.cell.grid}/{row.cell.run_id:60s} {human(row.params):>7s} params "
+              f"{human(row.macs):>7s} MACs" + (f"  expect {expect}" if expect else ""))
+    print(state.summary())
     return EXIT_OK
 
 
-def _slurm_queued(grid, out: Path) -> dict[str, str]:
-    """run_id → job id of the cells that SLURM holds a task for (none without a SLURM submission)."""
-    from vitstudy.grid.executors import slurm
-
-    if not (slurm.jobs_dir(grid, out) / slurm.JOBS_FILE).exists() or not slurm.available():
-        return {}
-    try:
-        return slurm.in_queue(grid, out)
-    except (OSError, subprocess.CalledProcessError):  # slurmctld unreachable: show the files' status
-        return {}
-
-
 def cmd_report(args) -> int:
-    from vitstudy.results.report import for_source, write
+    from vitstudy.results.render import render
+    from vitstudy.results.table import for_source
+    from vitstudy.results.write import write
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
     baseline = dict(kv.split("=", 1) for kv in split(args.baseline)) if args.baseline else None
@@ -317,44 +284,18 @@ def cmd_report(args) -> int:
         print(f"vitstudy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     written = write(report, args.to or where, plots=not args.no_plots)
-    print(report.render(args.format), end="")
+    print(render(report, args.format), end="")
     print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
-    return EXIT_OK
-
-
-def _profile_manifest(args) -> int:
-    import torch
-
-    from vitstudy.results.format import human
-    from vitstudy.results.report import Run, group_runs
-    from vitstudy.training.throughput import measure_cost
-
-    grid = load(args.model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    runs = [Run({"spec": c.spec.model_dump(mode="json")}, axes=tuple(c.axes)) for c in grid.cells]
-    axes, groups = group_runs(runs)
-    specs = {id(r.record): c.spec for r, c in zip(runs, grid.cells, strict=True)}
-    rows = []
-    for g in groups:
-        spec = specs[id(g.runs[0].record)]
-        cost = measure_cost(spec.model, args.batch_size or spec.data.batch_size, device)
-        rows.append({**{a.rsplit(".", 1)[-1]: g.label.get(a) for a in axes}, **cost})
-    if args.json:
-        print(json.dumps(rows))
-        return EXIT_OK
-    head = [a.rsplit(".", 1)[-1] for a in axes] + ["params", "MACs", "infer img/s", "train img/s", "batch"]
-    print(f"grid '{grid.name}' on {device}: {len(groups)} cells (seeds aside), random images, no training")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for r in rows:
-        labels = [str(r[h]) for h in head[: len(axes)]]
-        print("| " + " | ".join(labels + [human(r["params"]), human(r["macs"]), f"{r['infer_img_s']:,.0f}",
-                                           f"{r['train_img_s']:,.0f}", str(r["batch_size"])]) + " |")
     return EXIT_OK
 
 
 def cmd_profile(args) -> int:
     if args.model.endswith((".yaml", ".yml")) or Path(args.model).is_file():
-        return _profile_manifest(args)
+        from vitstudy.results.cost_table import cost_table, to_markdown
+
+        table = cost_table(Path(args.model), device=args.device, batch_size=args.batch_size)
+        print(json.dumps(table.rows) if args.json else to_markdown(table))
+        return EXIT_OK
     from vitstudy.models.build import resolve_model
     from vitstudy.models.cost import model_cost
     from vitstudy.results.format import human
@@ -371,50 +312,13 @@ def cmd_profile(args) -> int:
     return EXIT_OK
 
 
-BENCH_PARTS = ("mixers", "loop", "data", "precision", "utilisation", "scaling")
-
-
 def cmd_bench(args) -> int:
-    import torch
+    from vitstudy.bench import run_parts
 
-    from vitstudy.bench import compute as bench_compute
-    from vitstudy.bench import loop as bench_loop
-    from vitstudy.bench import mixers as bench
-
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    parts = BENCH_PARTS if "all" in args.what else [p for p in BENCH_PARTS if p in args.what]
-    rounds = {"rounds": args.rounds} if args.rounds else {}
-    out = args.out
-
-    def emit(name: str, result: dict, table: str) -> None:
-        print(table)
-        bench.write_json(result, out / f"{name}.json")
-
-    for part in parts:
-        if part == "mixers":
-            results = {}
-            for precision in args.precision:
-                results[precision] = bench.bench_mixers(precision=precision, only=args.only,
-                                                        device=args.device, **rounds)
-                emit(f"mixers_{precision}", results[precision], bench.format_mixers(results[precision]))
-            bench.plot_mixers(results, out)
-        elif part == "loop":
-            result = bench_loop.bench_loop(args.manifest, **rounds)
-            emit("loop", result, bench_loop.format_loop(result))
-        elif part == "data":
-            result = bench_loop.bench_data(device=args.device, **rounds)
-            emit("data", result, bench_loop.format_data(result))
-        elif part == "precision":
-            result = bench_compute.bench_precision(device=args.device, **rounds)
-            emit("precision", result, bench_compute.format_precision(result))
-        elif part == "utilisation":
-            models = bench_compute.utilisation_models(manifest=args.manifest)
-            result = bench_compute.bench_utilisation(models, device=args.device, **rounds)
-            emit("utilisation", result, bench_compute.format_utilisation(result))
-        elif part == "scaling":
-            result = bench_compute.bench_scaling(device=args.device, **rounds)
-            emit("scaling", result, bench_compute.format_scaling(result))
-            bench_compute.plot_scaling(result, out)
+    everything = args.what == "all" or "all" in args.what
+    parts = BENCH_PARTS if everything else [p for p in BENCH_PARTS if p in args.what]
+    run_parts(parts, precisions=args.precision, rounds=args.rounds, only=args.only, manifest=args.manifest,
+              device=args.device, out=args.out)
     return EXIT_OK
 
 

@@ -4,7 +4,11 @@ The registries hold *names* and *import paths*, not imported objects, so the man
 validate a grid (and `vitstudy plan` / `vitstudy list` can answer) without importing torch. A component
 is imported only when a model is actually built: `MIXERS.get("attention")` returns the class.
 
-Adding a component is one new file plus one `register(...)` line below.
+Adding a component (a mixer, normaliser or channel mixer) takes three edits: its file; one
+`register(...)` line below whose meta `options` names the constructor keywords it takes from the spec
+(same names as the ModelSpec fields); and, for an option no component had before, a ModelSpec field
+with a default (vitstudy/config/model_spec.py). tests/models/test_registry.py checks every entry's
+`options` against its constructor's signature, both ways.
 """
 
 from __future__ import annotations
@@ -12,7 +16,17 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+
+def unknown_name(kind: str, name: object, valid: Iterable[object]) -> str:
+    """"unknown <kind> '<name>' (did you mean '<closest>'?); valid: ...": the one did-you-mean message
+    (registry names, manifest keys, spec options). It never suggests `name` itself."""
+    valid = [str(v) for v in valid]
+    others = [v for v in valid if v != str(name)]
+    close = difflib.get_close_matches(str(name), others, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}"
 
 
 class UnknownNameError(ValueError, KeyError):
@@ -20,9 +34,7 @@ class UnknownNameError(ValueError, KeyError):
 
     def __init__(self, kind: str, name: object, choices: list[str]):
         self.kind, self.name, self.choices = kind, name, choices
-        close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        self.message = f"unknown {kind} '{name}'{hint}; valid: {', '.join(choices)}"
+        self.message = unknown_name(kind, name, choices)
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -173,7 +185,7 @@ HEADS.register("gap", "vitstudy.models.vit:AveragePool",
                "Li et al. 2021; Zhou et al. 2023", class_token=False)
 
 # --- datasets: meta tells the model builder what the images look like ------------------------------
-DATASETS.register("digits", "vitstudy.data.base:DigitsDataModule",
+DATASETS.register("digits", "vitstudy.data.digits:DigitsDataModule",
                   "scikit-learn's 1,797 real 8×8 handwritten digits; ships offline",
                   "Alpaydin & Kaynak 1998 (UCI)", num_classes=10, in_chans=1, img_size=8)
 DATASETS.register("imagenet", "vitstudy.data.folder:ImageNetDataModule",
@@ -196,6 +208,6 @@ DATASETS.register("cifar100", "vitstudy.data.cifar:Cifar100DataModule",
                   "CIFAR-100 as device tensors, crop+flip in batches; downloads into data.root when online",
                   "Krizhevsky 2009; Li et al. 2021 (CMHSA)", num_classes=100, in_chans=3, img_size=32,
                   on_disk=True)
-DATASETS.register("synthetic", "vitstudy.data.base:SyntheticDataModule",
+DATASETS.register("synthetic", "vitstudy.data.digits:SyntheticDataModule",
                   "class prototypes plus noise: learnable, deterministic, any size (smoke tests)",
                   "", num_classes=10, in_chans=3, img_size=32)

@@ -34,6 +34,7 @@ HOLDER_FILE = "holder.json"
 SCHEMA_VERSION = 2  # the metrics.json layout
 
 # a record's status: "pending" (no record yet), "running", "done", or one of the failures
+PENDING = "pending"
 FAILURES = ("failed", "diverged", "oom")
 
 
@@ -73,6 +74,11 @@ def read_record(run_dir: str | Path) -> dict:
     return read_json(Path(run_dir) / METRICS_FILE) or {}
 
 
+def record_status(record: dict) -> str:
+    """The status a record says: "pending" for an empty record (a run folder without one)."""
+    return record.get("status", PENDING)
+
+
 def status(run_dir: str | Path) -> str:
     """The run's status as its record says: "pending" without a record."""
-    return read_record(run_dir).get("status", "pending")
+    return record_status(read_record(run_dir))

@@ -1,6 +1,6 @@
 """MNIST / Fashion-MNIST from idx files and `imagefolder` from PNG class folders, all written on disk here:
-shapes, ranges, fixed splits, offline errors, the device-or-workers choice, and a grid cell trained on a
-folder."""
+shapes, ranges, fixed splits, downloads in prepare_data only, offline errors, the device-or-workers
+choice, and a grid cell trained on a folder."""
 
 import json
 import struct
@@ -74,6 +74,27 @@ def test_mnist_split_does_not_depend_on_the_seed(mnist_root, small_val):
         assert a.splits[split].tensors[0].shape[1:] == (1, 16, 16)
 
 
+def test_setup_reads_and_only_prepare_data_downloads(mnist_root, small_val, monkeypatch):
+    """Lightning calls prepare_data in one process per node, setup in every process: only the first may
+    download (with the files there, it finds nothing to do)."""
+    import torchvision.datasets as tvd
+
+    name, root, files = mnist_root
+    cls = getattr(tvd, "MNIST" if name == "mnist" else "FashionMNIST")
+    calls = []
+    monkeypatch.setattr(cls, "download", lambda self: calls.append(self.root))
+    dm = build_datamodule(name, img_size=28, batch_size=64, root=str(root))
+    dm.setup()
+    assert calls == []
+    dm = build_datamodule(name, img_size=28, batch_size=64, root=str(root))
+    dm.prepare_data()
+    assert calls == [str(root)]
+    dm.setup()
+    dm.prepare_data()  # a module set up already holds its data: nothing to fetch
+    assert calls == [str(root)]
+    torch.testing.assert_close(dm.splits["test"].tensors[1], torch.from_numpy(files["t10k"][1]).long())
+
+
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_offline_mnist_says_where_to_put_the_files(tmp_path, monkeypatch, name, folder):
     import torchvision.datasets as tvd
@@ -81,11 +102,12 @@ def test_offline_mnist_says_where_to_put_the_files(tmp_path, monkeypatch, name, 
     # no network here: every mirror is a missing local file, so the download fails at once
     monkeypatch.setattr(getattr(tvd, folder), "mirrors", [f"file://{tmp_path}/offline/"])
     dm = build_datamodule(name, img_size=28, batch_size=8, root=str(tmp_path / "data"))
-    with pytest.raises(FileNotFoundError) as e:
-        dm.setup()
-    message = str(e.value)
-    assert f"{tmp_path}/data/{folder}/raw" in message
-    assert all(f in message for f in data_mnist.FILES) and "http" in message
+    for step, verb in ((dm.prepare_data, "downloaded"), (dm.setup, "read")):
+        with pytest.raises(FileNotFoundError) as e:
+            step()
+        message = str(e.value)
+        assert f"{folder} is not in {tmp_path}/data/{folder}/raw and could not be {verb}" in message
+        assert all(f in message for f in data_mnist.FILES) and "http" in message
 
 
 # --- imagefolder ---------------------------------------------------------------------------------------
@@ -111,12 +133,12 @@ def _pixels(path) -> torch.Tensor:
 
 
 def test_small_folder_is_decoded_onto_the_device(folder):
-    dm = build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(folder))
+    dm = build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(folder), num_classes=3)
     assert isinstance(dm, data_folder.DecodedImageFolderDataModule)
     raw = dm.load()
     assert {k: len(v[1]) for k, v in raw.items()} == {"train": 19, "val": 9, "test": 6}
     x, y = raw["train"]
-    assert x.shape == (19, 3, 12, 12) and 0 <= x.min() and x.max() <= 1 and dm.num_classes == 3
+    assert x.shape == (19, 3, 12, 12) and 0 <= x.min() and x.max() <= 1
     assert y.tolist() == [0] * 6 + [1] * 6 + [2] * 7  # sorted class folders, sorted files
     torch.testing.assert_close(x[0], _pixels(folder / "train" / "cat" / "0.png"))
     assert x[18].std(0).max() == 0  # the grey image, cropped to 12×12, becomes three equal channels
@@ -133,7 +155,8 @@ def test_without_test_folder_val_is_the_test_split(folder, tmp_path):
 
     shutil.copytree(folder / "train", tmp_path / "train")
     shutil.copytree(folder / "val", tmp_path / "val")
-    dm = build_datamodule("imagefolder", img_size=8, batch_size=4, root=str(tmp_path), train_subset=5)
+    dm = build_datamodule("imagefolder", img_size=8, batch_size=4, root=str(tmp_path), train_subset=5,
+                          num_classes=3)
     raw = dm.load()
     assert raw["test"] is raw["val"] and len(raw["train"][1]) == 5
     assert len(set(raw["train"][1].tolist())) > 1  # a random subset, not the first class folder
@@ -144,7 +167,8 @@ def test_large_folder_is_read_by_workers(folder, monkeypatch):
     from torchvision.transforms import InterpolationMode
 
     monkeypatch.setattr(data_folder, "DEVICE_BYTES", 0)
-    dm = build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(folder), num_workers=0)
+    dm = build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(folder), num_workers=0,
+                          num_classes=3)
     assert isinstance(dm, data_folder.ImageFolderDataModule)
     dm.setup()
     assert dm.pipeline["mode"] == "workers" and "> 0 MiB: decoded per sample" in dm.pipeline["reason"]
@@ -162,14 +186,14 @@ def test_large_folder_is_read_by_workers(folder, monkeypatch):
 def test_folder_errors_say_what_is_wrong(folder, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/val missing.*set data.root to the folder"):
         (tmp_path / "train").mkdir()
-        build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(tmp_path))
+        build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(tmp_path), num_classes=3)
     import shutil
 
     shutil.copytree(folder / "train", tmp_path / "x" / "train")
     shutil.copytree(folder / "val", tmp_path / "x" / "val")
     shutil.rmtree(tmp_path / "x" / "val" / "emu")
     with pytest.raises(ValueError, match=r"same class folders; 1 differ: emu"):
-        build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(tmp_path / "x"))
+        build_datamodule("imagefolder", img_size=12, batch_size=4, root=str(tmp_path / "x"), num_classes=3)
 
 
 GRID = """

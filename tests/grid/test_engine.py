@@ -15,6 +15,9 @@ import torch
 from vitstudy.cli import main
 from vitstudy.config.manifest import load
 from vitstudy.grid.locks import CellLock
+from vitstudy.grid.progress import duration
+from vitstudy.models.cost import model_cost
+from vitstudy.results.format import human
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "defaults:\n  model: {preset: vit_micro}\n  data: {dataset: digits}\n"
@@ -71,8 +74,10 @@ def test_sigkill_mid_cell_then_rerun_resumes_it_with_identical_metrics(tmp_path,
     assert (gap_dir / ".lock").exists()  # the killed holder's lock file is left behind ...
 
     assert main(["plan", str(manifest), "--out", str(out)]) == 0
-    plan = capsys.readouterr().out
-    assert "interrupted" in plan and "1 done" in plan and "left" in plan  # ... yet the cell is not "running"
+    plan = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in plan[1:3]] == ["done", "interrupted"]  # ... yet not "running"
+    wall = duration(before["cls"]["wall_time_s"])  # one cell left, at the finished one's wall time
+    assert plan[3] == f"1 done, 1 interrupted; about {wall} left on one worker (median {wall} per cell)"
 
     assert main(["run-grid", str(manifest), "--out", str(out)]) == 0  # ... and does not block
     assert "1 done, 1 skipped" in capsys.readouterr().out
@@ -181,6 +186,8 @@ def test_workers_train_cells_in_spawned_processes(tmp_path, capsys):
     grid = load(manifest)
     records = [json.loads((grid.cell_dir(out, c) / "metrics.json").read_text()) for c in grid.cells]
     assert all(r["status"] == "done" and r["attempt"] == 1 for r in records)
+    assert [(r["run_id"], r["spec"]) for r in records] == [(c.run_id, c.spec.model_dump(mode="json"))
+                                                           for c in grid.cells]  # each its own cell
     assert os.getpid() not in {r["env"]["pid"] for r in records}  # trained in the spawned workers
 
 
@@ -206,7 +213,9 @@ def test_plan_shows_running_cells_and_imports_no_training_code(tmp_path):
     finally:
         lock.release()
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if "/head-" in line]
-    assert lines[0].split()[0] == "running" and lines[1].split()[0] == "pending"
-    assert "params" in lines[0] and "MACs" in lines[0]
+    lines = [line.split() for line in proc.stdout.splitlines() if "/head-" in line]
+    assert [line[0] for line in lines] == ["running", "pending"]
+    for line, cell in zip(lines, grid.cells, strict=True):
+        cost = model_cost(cell.spec.model)
+        assert line[1:] == [f"tiny/{cell.run_id}", human(cost.params), "params", human(cost.macs), "MACs"]
 

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 import yaml
 
 from vitstudy.cli import main
-from vitstudy.config.manifest import load
+from vitstudy.config.manifest import load, parse
 from vitstudy.config.spec import RunSpec
+from vitstudy.models.cost import model_cost
 from vitstudy.training.run import run_cell
 
 TINY_GRID = (Path(__file__).resolve().parents[1] / "manifests" / "tiny.yaml").read_text()
@@ -39,7 +42,8 @@ def test_every_cell_writes_its_files(finished_grid):
         assert RunSpec(**yaml.safe_load((d / "spec.yaml").read_text())) == cell.spec
         assert 0 <= record["metrics"]["test/acc1"] <= 100
         assert {"val/acc1", "val/loss", "test/acc5", "train/loss"} <= set(record["metrics"])
-        assert record["cost"]["params"] > 0 and record["cost"]["macs"] > 0
+        cost = model_cost(cell.spec.model)
+        assert (record["cost"]["params"], record["cost"]["macs"]) == (cost.params, cost.macs)
         assert record["attention_path"] == "fused"  # fp32 on CPU: the fused kernel is faster
         assert (d / "last.ckpt").stat().st_size > 0
         assert list((d / "tb").glob("events.out.tfevents.*"))
@@ -69,27 +73,52 @@ def test_second_run_retrains_nothing(finished_grid):
     assert before == {p: p.stat().st_mtime_ns for p in (out / "tiny").glob("*/metrics.json")}
 
 
-def test_checkpoint_reloads_with_weights_only(finished_grid):
-    import torch
+class KeepLogits(L.Callback):
+    """The logits of the model a run tested (its final weights, as it left them in memory) on `images`."""
 
-    from vitstudy.training.system import ImageClassifier
+    def __init__(self, images: torch.Tensor):
+        self.images = images
 
-    _, out = finished_grid
-    ckpt = next((out / "tiny").glob("*/last.ckpt"))
-    state = torch.load(ckpt, weights_only=True, map_location="cpu")
-    model = ImageClassifier.load_from_checkpoint(ckpt, weights_only=True)
-    assert model.hparams.model == state["hyper_parameters"]["model"]
+    def on_test_end(self, trainer, pl_module) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            self.logits = pl_module(self.images.to(pl_module.device)).cpu()
+        pl_module.train(was_training)
 
 
-def test_a_training_run_learns(tmp_path):
-    grid_text = TINY_GRID.replace("epochs: 2", "epochs: 10").replace("batch_size: 256", "batch_size: 64").replace("embed_dim: 32, depth: 2, num_heads: 2",
-                                                                      "head: gap")
-    from vitstudy.config.manifest import parse
+@pytest.fixture(scope="module")
+def learned_cell(tmp_path_factory):
+    """One cell trained long enough to learn (10 epochs), with its in-memory logits on random images."""
+    text = TINY_GRID.replace("epochs: 2", "epochs: 10").replace("batch_size: 256", "batch_size: 64") \
+                    .replace("embed_dim: 32, depth: 2, num_heads: 2", "head: gap")
+    cell = parse(text).cells[0]
+    m = cell.spec.model
+    keep = KeepLogits(torch.randn(8, m.in_chans, m.img_size, m.img_size, generator=torch.Generator().manual_seed(0)))
+    run_dir = tmp_path_factory.mktemp("learned") / cell.run_id
+    record = run_cell(cell.spec, run_dir, callbacks=(keep,))
+    return cell, run_dir, record, keep
 
-    cell = parse(grid_text).cells[0]
-    record = run_cell(cell.spec, tmp_path / cell.run_id)
+
+def test_a_training_run_learns(learned_cell):
+    _, _, record, _ = learned_cell
     assert record["status"] == "done"
     assert record["metrics"]["test/acc1"] > 60.0  # chance is 10%
+
+
+def test_checkpoint_reloads_with_weights_only(learned_cell):
+    """last.ckpt reloads with weights_only=True (primitive hparams) as the very model the run trained."""
+    from vitstudy.training.system import ImageClassifier
+
+    cell, run_dir, _, keep = learned_cell
+    state = torch.load(run_dir / "last.ckpt", weights_only=True, map_location="cpu")
+    model = ImageClassifier.load_from_checkpoint(run_dir / "last.ckpt", weights_only=True, map_location="cpu")
+    assert model.hparams.model == state["hyper_parameters"]["model"] == cell.spec.model.model_dump(mode="json")
+    model.eval()
+    with torch.no_grad():
+        logits = model(keep.images)
+    assert logits.shape == (8, cell.spec.model.num_classes)
+    torch.testing.assert_close(logits, keep.logits)
 
 
 def test_a_crashing_cell_is_recorded_and_the_grid_goes_on(tmp_path, write_manifest):

@@ -262,7 +262,7 @@ def test_offline_cifar_says_where_to_put_the_files(tmp_path, monkeypatch):
 
 
 def test_random_flip_mirrors_whole_images():
-    from vitstudy.data.cifar import random_flip
+    from vitstudy.data.augment import random_flip
 
     x = torch.randn(64, 3, 4, 4)
     y = random_flip(x, torch.Generator().manual_seed(0))

@@ -268,14 +268,14 @@ def test_t2t_manifest_expands_and_validates():
 @pytest.mark.parametrize("preset", ["t2t_vit_7", "t2t_vit_t_14"])
 def test_t2t_manifest_smoke_cells_train_one_step(preset, tmp_path):
     from vitstudy.data.base import build_datamodule
-    from vitstudy.training.system import ImageClassifier
+    from vitstudy.training.system import system_for
 
     cell = next(c for c in load(MANIFEST, smoke=True).cells if c.spec.model.preset == preset)
     spec = cell.spec
     assert spec.model.img_size == 32 and spec.train.epochs == 1
     L.seed_everything(0, verbose=False)
     dm = build_datamodule(spec.data.dataset, spec.model.img_size, 8, 16, 0)
-    system = ImageClassifier(model=spec.model.model_dump(mode="json"), lr=1e-2)
+    system = system_for(spec.model_copy(update={"train": spec.train.model_copy(update={"lr": 1e-2})}))
     before = {k: v.clone() for k, v in system.model.state_dict().items()}
     trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)

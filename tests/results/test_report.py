@@ -12,7 +12,9 @@ import pytest
 
 from vitstudy.cli import main
 from vitstudy.config.manifest import parse
-from vitstudy.results.report import for_manifest, runs_from_dir, summarize, tex_escape
+from vitstudy.results.render import render, tex_escape
+from vitstudy.results.runs import runs_from_dir
+from vitstudy.results.table import for_manifest, summarize
 
 TINY_GRID = (Path(__file__).resolve().parents[1] / "manifests" / "tiny.yaml").read_text()
 
@@ -74,7 +76,7 @@ def row_of(text, *labels, sep=" | "):
 def test_every_format_shows_the_mean_and_std_of_the_metrics_files(results):
     manifest, out = results
     report, _ = for_manifest(manifest, out)
-    md, tex, html, table = (report.render(f) for f in ("md", "tex", "html", "csv"))
+    md, tex, html, table = (render(report, f) for f in ("md", "tex", "html", "csv"))
     rows = {(r["head"], r["position"]): r for r in csv.DictReader(io.StringIO(table))}
     for key in ACC:
         mean, std = expected(key)
@@ -102,36 +104,36 @@ def test_every_format_shows_the_mean_and_std_of_the_metrics_files(results):
 def test_failed_and_pending_seeds_are_counted_not_averaged(results):
     manifest, out = results
     report, _ = for_manifest(manifest, out)
-    md = report.render("md")
+    md = render(report, "md")
     row = row_of(md, "cls", "none")
     assert "80.00 [1]" in row and "| 1 |" in row  # the diverged seed's 0.0 is not in the mean
     assert "[1] 1 diverged, 1 pending of 3 seeds, not in the mean (non-finite training loss)" in md
-    table = {(r["head"], r["position"]): r for r in csv.DictReader(io.StringIO(report.render("csv")))}
+    table = {(r["head"], r["position"]): r for r in csv.DictReader(io.StringIO(render(report, "csv")))}
     assert (table["cls", "none"]["n_done"], table["cls", "none"]["n_diverged"],
             table["cls", "none"]["n_pending"]) == ("1", "1", "1")
     # from the folder alone, the never-started seed is unknown, the diverged one still counted
-    dir_md = summarize(runs_from_dir(out / "ab_grid")).render("md")
+    dir_md = render(summarize(runs_from_dir(out / "ab_grid")), "md")
     assert "1 diverged of 2 seeds" in dir_md
 
 
 def test_reference_column_and_delta(results):
     manifest, out = results
     report, _ = for_manifest(manifest, out)
-    md = report.render("md")
+    md = render(report, "md")
     header = md.splitlines()[0]
     assert "| paper | Δ paper |" in header
     mean = expected(("gap", "none"))[0]
     assert f"| 90.00 [2] | {mean - 90.0:+.2f} |" in row_of(md, "gap", "none")
     assert "| – | – |" in row_of(md, "cls", "learned")  # no reference for cls
     assert "Someone et al. 2021, Table 2" in md
-    rows = {(r["head"], r["position"]): r for r in csv.DictReader(io.StringIO(report.render("csv")))}
+    rows = {(r["head"], r["position"]): r for r in csv.DictReader(io.StringIO(render(report, "csv")))}
     assert float(rows["gap", "none"]["test/acc1_delta_paper"]) == pytest.approx(mean - 90.0, abs=1e-6)
 
 
 def test_latex_is_balanced_booktabs_with_escaped_underscores(results):
     manifest, out = results
     report, _ = for_manifest(manifest, out)
-    tex = report.render("tex")
+    tex = render(report, "tex")
     assert tex.isascii()
     begins, ends = re.findall(r"\\begin\{(\w+)\}", tex), re.findall(r"\\end\{(\w+)\}", tex)
     assert begins == ["table", "tabular"] and ends == ["tabular", "table"]
@@ -153,7 +155,7 @@ def test_pivot_and_baseline(results, capsys):
     mean, std = expected(("gap", "none"))
     assert f"{mean:.2f} ± {std:.2f}" in row_of(md, "gap")
     report, _ = for_manifest(manifest, out, baseline={"head": "gap", "position": "none"})
-    md = report.render("md")
+    md = render(report, "md")
     assert "| – |" in row_of(md, "gap", "none")
     assert f"| {expected(('gap', 'learned'))[0] - mean:+.2f} |" in row_of(md, "gap", "learned")
     report, _ = for_manifest(manifest, out, rows=["position"])
@@ -164,7 +166,7 @@ def test_plots_are_written_from_event_files(results):
     from torch.utils.tensorboard import SummaryWriter
 
     from vitstudy.results.plots import val_curve
-    from vitstudy.results.report import write
+    from vitstudy.results.write import write
 
     manifest, out = results
     run = next((out / "ab_grid").iterdir())
@@ -224,14 +226,29 @@ def test_a_grid_in_progress_shows_done_and_pending_cells(tmp_path, write_manifes
 def test_profile_of_a_manifest_measures_every_cell(write_manifest, capsys):
     from vitstudy.models.cost import model_cost
 
-    manifest = write_manifest(TINY_GRID)
+    text = TINY_GRID.replace("seeds: [0]", "seeds: [0, 1]")  # 4 cells, 2 rows: one model per row
+    manifest = write_manifest(text)
     assert main(["profile", str(manifest), "--json", "--batch-size", "8", "--device", "cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    cells = parse(TINY_GRID).cells
-    assert [r["head"] for r in rows] == ["cls", "gap"]
+    cells = parse(text).cells[::2]  # seed 0 of each row
+    assert [r["head"] for r in rows] == [c.spec.model.head for c in cells] == ["cls", "gap"]
     for row, cell in zip(rows, cells, strict=True):
-        assert row["params"] == model_cost(cell.spec.model).params
+        cost = model_cost(cell.spec.model)
+        assert (row["params"], row["macs"]) == (cost.params, cost.macs)
         assert row["infer_img_s"] > 0 and row["train_img_s"] > 0 and row["batch_size"] == 8
+
+
+def test_the_cost_table_of_a_manifest_as_markdown():
+    from vitstudy.results.cost_table import CostTable, to_markdown
+
+    table = CostTable("g", "cpu", ["head", "position"], [
+        {"head": "cls", "position": None, "params": 5717416, "macs": 1253683200, "infer_img_s": 12345.6,
+         "train_img_s": 999.4, "batch_size": 8, "device": "cpu", "peak_mem_mib": None}])
+    assert to_markdown(table).splitlines() == [
+        "grid 'g' on cpu: 1 cells (seeds aside), random images, no training",
+        "| head | position | params | MACs | infer img/s | train img/s | batch |",
+        "|---|---|---|---|---|---|---|",
+        "| cls | None | 5.72M | 1.25G | 12,346 | 999 | 8 |"]
 
 
 def test_optional_loggers_are_checked_before_anything_runs():

@@ -10,24 +10,31 @@ import torch
 import torch.nn.functional as F
 
 from vitstudy.config.manifest import ManifestError, load, parse
+from vitstudy.config.spec import RunSpec
 from vitstudy.data.augment import BatchAugment, build_mixup
 from vitstudy.data.base import DeviceBatches, TensorDataModule
-from vitstudy.training.system import ImageClassifier, warmup_cosine
+from vitstudy.models.build import resolve_model
+from vitstudy.training.system import ImageClassifier, system_for, warmup_cosine
 
 MICRO = {"preset": "vit_micro", "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 10, "in_chans": 3}
 
 
-def _model_dict(**over) -> dict:
-    from vitstudy.models.build import resolve_model
-
-    return resolve_model(**{**MICRO, **over}).model_dump(mode="json")
+def _system(batch_size: int = 64, **train) -> ImageClassifier:
+    """The system of a cell with the micro model on 16 px images, `batch_size` and the recipe `train`."""
+    model = resolve_model(**MICRO, img_size=16)
+    spec = RunSpec(grid="t", seed=0, model=model, data={"dataset": "synthetic", "batch_size": batch_size},
+                   train=train)
+    return system_for(spec)
 
 
 class EightBit(TensorDataModule):
-    """Random 8-bit images (as CIFAR's and MNIST's are): both pipelines represent them exactly."""
+    """Random 8-bit images (as CIFAR's and MNIST's are) of 10 classes: both pipelines represent them
+    exactly."""
 
-    num_classes, in_chans = 10, 3
     sizes = {"train": 70, "val": 20, "test": 20}
+
+    def __init__(self, img_size: int, batch_size: int, **options):
+        super().__init__(img_size, batch_size, num_classes=10, in_chans=3, **options)
 
     def load(self):
         g = torch.Generator().manual_seed(1)
@@ -136,7 +143,7 @@ def test_mixup_changes_inputs_and_targets_and_the_loss_uses_them():
     assert soft[0, 0] + soft[0, 7] == pytest.approx(0.92)
     torch.testing.assert_close(xm[0], lam * x[0] + (1 - lam) * x[7])
 
-    system = ImageClassifier(_model_dict(), mixup=0.8, label_smoothing=0.1)
+    system = _system(mixup=0.8, label_smoothing=0.1)
     batch = (torch.randn(7, 3, 16, 16), torch.randint(0, 10, (7,)))  # odd: the last sample is dropped
     np.random.seed(1)
     loss = system.training_loss(batch)
@@ -144,7 +151,7 @@ def test_mixup_changes_inputs_and_targets_and_the_loss_uses_them():
     xm, soft = system.mixup(batch[0][:6].clone(), batch[1][:6])
     expected = torch.sum(-soft * F.log_softmax(system(xm), -1), -1).mean()
     torch.testing.assert_close(loss, expected)
-    plain = ImageClassifier(_model_dict(), label_smoothing=0.1)
+    plain = _system(label_smoothing=0.1)
     plain.load_state_dict(system.state_dict())
     assert plain.mixup is None
     assert not torch.allclose(plain.training_loss(batch), loss)
@@ -152,7 +159,7 @@ def test_mixup_changes_inputs_and_targets_and_the_loss_uses_them():
 
 
 def test_ema_follows_the_weights_with_its_decay():
-    system = ImageClassifier(_model_dict(), ema_decay=0.9)
+    system = _system(ema_decay=0.9)
     assert not any(p.requires_grad for p in system.ema.parameters())
     opt, _ = system.optimizer_and_schedule(10, 1)
     assert all(p.data_ptr() not in {q.data_ptr() for q in system.ema.parameters()}
@@ -172,8 +179,8 @@ def test_ema_follows_the_weights_with_its_decay():
 
 
 def test_lr_scales_with_the_global_batch_and_cooldown_holds_min_lr():
-    system = ImageClassifier(_model_dict(), lr=5e-4, batch_size=128, lr_base_batch=512, min_lr=1e-5,
-                             warmup_epochs=1, cooldown_epochs=2, weight_decay=0.05)
+    system = _system(lr=5e-4, batch_size=128, lr_base_batch=512, min_lr=1e-5, warmup_epochs=1,
+                     cooldown_epochs=2, weight_decay=0.05)
     assert system.peak_lr() == pytest.approx(1.25e-4)
     opt, sched = system.optimizer_and_schedule(total_steps=100, epochs=10)  # 10 steps per epoch
     lrs = []
@@ -285,27 +292,11 @@ def test_ddp_on_two_cpu_processes_shards_the_data_and_writes_one_record(tmp_path
     assert "1 done" in res.stdout
 
 
-def test_shift_and_flip_is_a_crop_of_the_edge_padded_image_then_maybe_a_mirror():
-    from vitstudy.data.augment import shift_and_flip
-
-    s, x = 2, torch.randn(24, 3, 7, 9)
-    out = shift_and_flip(x, s, True, torch.Generator().manual_seed(0))
-    padded = F.pad(x, (s,) * 4, mode="replicate")
-    offsets, mirrored = set(), 0
-    for i in range(len(x)):
-        candidates = [(dy, dx, m) for dy in range(2 * s + 1) for dx in range(2 * s + 1) for m in (0, 1)
-                      if torch.equal(out[i], (lambda c: c.flip(-1) if m else c)(padded[i, :, dy:dy + 7, dx:dx + 9]))]
-        assert candidates, f"image {i} is no crop of its padded self"
-        offsets.add(candidates[0][:2])
-        mirrored += candidates[0][2]
-    assert len(offsets) > 5 and 0 < mirrored < len(x)  # offsets and mirroring vary per image
-
-
 def test_compiled_model_keeps_parameter_names_and_outputs():
     """train.compile: the model is compiled in place, so checkpoints and phase transfers see the same
     parameter names, and it computes what the eager model computes."""
-    eager = ImageClassifier(_model_dict())
-    compiled = ImageClassifier(_model_dict(), compile=True)
+    eager = _system()
+    compiled = _system(compile=True)
     compiled.load_state_dict(eager.state_dict())
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     x = torch.randn(4, 3, 16, 16)

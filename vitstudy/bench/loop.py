@@ -1,4 +1,4 @@
-"""Benchmarks of the training loop and of the data pipeline, as ratios measured in one process.
+"""`vitstudy bench loop`: the cost of the training loop, as a ratio measured in one process.
 
 `bench_loop`: vitstudy's Lightning training (the ImageClassifier, DataModule and Trainer that
 `run-grid` builds) against a bare PyTorch loop doing the same work: same model and initial weights,
@@ -8,12 +8,8 @@ Lightning configurations: the loop alone (no logger, no checkpoints) and the loo
 cell (TensorBoard, a checkpoint every epoch, the run monitor). Runs alternate in rounds. Every epoch is
 timed; an epoch's time is its fastest over all rounds (interference from other jobs only ever adds
 time), a fit's fixed cost (setup, sanity check, teardown) the median over rounds, and the overhead is
-Lightning's epochs × epoch time + fixed cost over the bare loop's, minus 1.
-
-`bench_data`: samples per second of the device-resident pipeline (index slices of a tensor plus batched
-translation and flip, vitstudy.data.DeviceBatches) against torchvision's per-sample pipeline (PIL images,
-RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize, DataLoader workers) at CIFAR size,
-with the same augmentation; random pixels stand in for CIFAR so that nothing needs downloading.
+Lightning's epochs × epoch time + fixed cost over the bare loop's, minus 1. Every fit's epoch times and
+total are kept in the result (`fits`), so the figures can be traced to the measurements.
 """
 
 from __future__ import annotations
@@ -28,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from vitstudy.data.augment import BatchAugment
 from vitstudy.training.quiet import ignore_expected_warnings, quiet_lightning
-from vitstudy.training.throughput import sync
+from vitstudy.training.step import cross_entropy
 
 
 @dataclass
@@ -47,10 +42,11 @@ class Fit:
 def _bare_fit(spec, epochs: int) -> Fit:
     """`epochs` epochs of training + validation in a plain loop, with the pieces Lightning uses."""
     from vitstudy.data.base import datamodule_for
-    from vitstudy.training.run import build_system
+    from vitstudy.training.system import system_for
 
     torch.manual_seed(spec.seed)
-    dm, system = datamodule_for(spec), build_system(spec)
+    dm, system = datamodule_for(spec), system_for(spec)
+    dm.prepare_data()
     dm.setup("fit")
     train, val = dm.train_dataloader(), dm.val_dataloader()
     model, augment, smoothing = system.model, dm.augment, spec.train.label_smoothing
@@ -62,7 +58,7 @@ def _bare_fit(spec, epochs: int) -> Fit:
         train.epoch = lambda e=epoch: e
         for x, y in train:
             x = augment(x) if augment else x
-            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+            loss = cross_entropy(model(x), y, smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,12 +94,13 @@ class _EpochClock(Callback):
 def _lightning_fit(spec, epochs: int, as_run_grid: bool) -> Fit:
     """The same training through vitstudy's LightningModule, DataModule and Trainer."""
     from vitstudy.data.base import datamodule_for
-    from vitstudy.training.monitor import RunMonitor
-    from vitstudy.training.run import build_system, build_trainer, cell_callbacks
+    from vitstudy.training.callbacks import RunMonitor, cell_callbacks
+    from vitstudy.training.run import build_trainer
+    from vitstudy.training.system import system_for
 
     torch.manual_seed(spec.seed)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": epochs})})
-    dm, system, clock = datamodule_for(spec), build_system(spec), _EpochClock()
+    dm, system, clock = datamodule_for(spec), system_for(spec), _EpochClock()
     with tempfile.TemporaryDirectory() as tmp:
         if as_run_grid:  # the callbacks, loggers and files of a run-grid cell
             trainer = build_trainer(spec, Path(tmp), progress=False,
@@ -151,7 +148,8 @@ def bench_loop(manifest: str | Path = "experiments.yaml", epochs: int | None = N
             "median_total_s": {k: statistics.median(f.total for f in v) for k, v in fits.items()},
             "ms_per_step": {k: 1000 * epoch_s[k] / steps_per_epoch for k in fits},
             "overhead_per_epoch": {k: epoch_s[k] / epoch_s["bare"] - 1 for k in names[1:]},
-            "overhead": {k: fit_s[k] / fit_s["bare"] - 1 for k in names[1:]}}
+            "overhead": {k: fit_s[k] / fit_s["bare"] - 1 for k in names[1:]},
+            "fits": {k: [{"epoch_s": f.epochs, "total_s": f.total} for f in v] for k, v in fits.items()}}
 
 
 def format_loop(result: dict) -> str:
@@ -172,82 +170,3 @@ def format_loop(result: dict) -> str:
                      f"{100 * result['overhead_per_epoch'][key]:+.1f}% | "
                      f"{100 * result['overhead'][key]:+.1f}% |")
     return "\n".join(lines) + "\n"
-
-
-# --- data pipeline ------------------------------------------------------------------------------------
-class _PILImages(torch.utils.data.Dataset):
-    """uint8 HWC images as PIL, through a torchvision transform: the per-sample pipeline."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
-def bench_data(n: int = 10_000, batch_size: int = 256, workers: int | None = None, rounds: int = 3,
-               device: str = "cpu") -> dict:
-    """Training samples per second, device-resident vs per-sample DataLoader, at CIFAR size (32×32×3)
-    with the same augmentation (4-px translation and a horizontal flip) and normalisation."""
-    from torchvision import transforms
-
-    from vitstudy.data.base import DeviceBatches, loader_workers
-
-    g = torch.Generator().manual_seed(0)
-    hwc = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    mean, std = 0.5, 0.25
-    workers = loader_workers() if workers is None else workers
-    dev = torch.device(device)
-    per_sample = torch.utils.data.DataLoader(
-        _PILImages(hwc.numpy(), labels, transforms.Compose([
-            transforms.RandomCrop(32, padding=4, padding_mode="edge"), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize((mean,) * 3, (std,) * 3)])),
-        batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-        pin_memory=dev.type == "cuda")
-    x = ((hwc.permute(0, 3, 1, 2).float().div(255) - mean) / std).contiguous()  # as TensorDataModule holds it
-    resident = DeviceBatches(x, labels, batch_size, torch.utils.data.RandomSampler(range(n)), lambda: dev)
-    augment = BatchAugment(shift=4, flip=True)
-
-    def epoch(batches, prepare) -> tuple[int, float]:
-        """(samples served, seconds) for one epoch of training batches, ready on the device."""
-        samples, start = 0, time.perf_counter()
-        for xb, yb in batches:
-            prepare(xb, yb)
-            samples += len(yb)
-        sync(dev)
-        return samples, time.perf_counter() - start
-
-    pipelines = {"device_resident": (resident, lambda xb, yb: augment(xb)),
-                 "per_sample_dataloader": (per_sample, lambda xb, yb: (xb.to(dev, non_blocking=True),
-                                                                        yb.to(dev, non_blocking=True)))}
-    for batches, prepare in pipelines.values():  # warm-up: workers started, tensors on the device
-        epoch(batches, prepare)
-    samples: dict[str, int] = {}
-    rates: dict[str, list[float]] = {name: [] for name in pipelines}
-    for _ in range(rounds):
-        for name, (batches, prepare) in pipelines.items():
-            samples[name], seconds = epoch(batches, prepare)
-            rates[name].append(samples[name] / seconds)
-    ratio = statistics.median(a / b for a, b in zip(rates["device_resident"], rates["per_sample_dataloader"],
-                                                     strict=True))
-    return {"n": n, "batch_size": batch_size, "workers": workers, "rounds": rounds, "device": device,
-            "threads": torch.get_num_threads(), "samples_per_epoch": samples,
-            "samples_per_s": {k: statistics.median(v) for k, v in rates.items()}, "ratio": ratio}
-
-
-def format_data(result: dict) -> str:
-    r = result["samples_per_s"]
-    return "\n".join([
-        f"data pipeline at CIFAR size (32×32×3, translation + flip, normalised), {result['n']} samples, "
-        f"batch {result['batch_size']}, {result['device']}; per-sample DataLoader with {result['workers']} "
-        f"workers; median of {result['rounds']} epochs", "",
-        "| pipeline | samples/s |", "|---|---:|",
-        f"| device-resident batches | {r['device_resident']:,.0f} |",
-        f"| torchvision per-sample DataLoader | {r['per_sample_dataloader']:,.0f} |",
-        f"| ratio | {result['ratio']:.1f}× |"]) + "\n"

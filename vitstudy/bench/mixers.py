@@ -1,44 +1,22 @@
-"""Benchmarks that report ratios against a reference measured in the same process, never absolute
-timings (shared machines are noisy): `vitstudy bench mixers` times a training step (forward,
-label-smoothed loss, backward, fused AdamW step: `train_step`, shared with vitstudy.bench.compute) of
-every token mixer × normaliser against timm's VisionTransformer of identical
-dimensions. Models are timed in interleaved rounds (every model once per round, order rotated) and
-each ratio is the median over rounds of timm's step time divided by ours, so a burst of load on the
-machine hits every model alike. Ratio > 1: vitstudy is faster.
+"""`vitstudy bench mixers`: a ratio against a reference measured in the same process, never an absolute
+timing (shared machines are noisy). It times a training step (forward, label-smoothed loss, backward,
+fused AdamW step with decay on weight matrices: the cell's own step, vitstudy.bench.common.train_step) of
+every token mixer × normaliser against timm's VisionTransformer (Dosovitskiy et al. 2021, Wightman's
+implementation) of identical dimensions. Models are timed in interleaved rounds (every model once per
+round, order rotated) and each ratio is the median over rounds of timm's step time divided by ours, so a
+burst of load on the machine hits every model alike. Ratio > 1: vitstudy is faster.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from vitstudy.bench.common import VIT_TINY, BenchSize, interleaved, train_step
 from vitstudy.models.build import build_model, resolve_model
 from vitstudy.registry import MIXERS, NORMALIZERS
-from vitstudy.training.throughput import sync
-
-
-@dataclass(frozen=True)
-class BenchSize:
-    img_size: int = 32
-    patch_size: int = 4
-    embed_dim: int = 192
-    depth: int = 12
-    num_heads: int = 3
-    batch_size: int = 64
-    num_classes: int = 10
-
-    def describe(self) -> str:
-        n = (self.img_size // self.patch_size) ** 2
-        return (f"{self.embed_dim} wide × {self.depth} blocks × {self.num_heads} heads, {self.img_size}px / "
-                f"{self.patch_size}px patches ({n} tokens + class), batch {self.batch_size}")
 
 
 def variants() -> list[tuple[str, dict]]:
@@ -61,53 +39,7 @@ def _timm_model(size: BenchSize):
                              num_heads=size.num_heads, num_classes=size.num_classes)
 
 
-PRECISIONS = ("fp32", "bf16")
-LABEL_SMOOTHING = 0.1  # the default grid's; cross-entropy cost is the same either way
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               precision: str) -> Callable[[], None]:
-    """One training step as the trainer runs it: forward under autocast, label-smoothed cross-entropy,
-    backward, fused AdamW step."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step() -> None:
-        with autocast(images.device, precision):
-            loss = F.cross_entropy(model(images), labels, label_smoothing=LABEL_SMOOTHING)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def interleaved(cells: dict[str, Callable[[], None]], calls: dict[str, int], rounds: int,
-                device: torch.device) -> dict[str, list[float]]:
-    """Seconds per call of every cell, one measurement (of `calls[name]` calls) per round; each round
-    runs every cell, in an order rotated from round to round."""
-    names = list(cells)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                cells[name]()
-            sync(device)
-            times[name].append((time.perf_counter() - start) / calls[name])
-    return times
-
-
-def bench_mixers(size: BenchSize = BenchSize(), precision: str = "fp32", rounds: int = 5,
+def bench_mixers(size: BenchSize = VIT_TINY, precision: str = "fp32", rounds: int = 5,
                  steps: int = 3, only: list[str] | None = None, device: str | torch.device = "cpu") -> dict:
     """Step-time ratios timm / vitstudy for every variant (or those labelled in `only`)."""
     device = torch.device(device)
@@ -148,17 +80,11 @@ def format_mixers(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_json(result: dict, path: Path) -> None:
-    from vitstudy import runfolder as files
-
-    files.write_text(path, json.dumps(result, indent=2) + "\n")
-
-
 def plot_mixers(results: dict[str, dict], out_dir: Path) -> list[Path]:
     """A bar per variant and precision: throughput ÷ timm's (1 = parity), as mixers.png/.svg."""
-    from vitstudy.results.plots import _pyplot, _save, colors
+    from vitstudy.results.plots import colors, pyplot, save
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(next(iter(results.values()))["ratio_vs_timm"])
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) * len(results) + 1.2))
     height = 0.8 / len(results)
@@ -173,4 +99,4 @@ def plot_mixers(results: dict[str, dict], out_dir: Path) -> list[Path]:
     ax.set_title(next(iter(results.values()))["describe"], fontsize=8)
     ax.legend(fontsize=8)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_dir / "mixers")
+    return save(fig, out_dir / "mixers")

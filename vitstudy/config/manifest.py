@@ -38,7 +38,9 @@ Semantics: cell = defaults ⊕ one combination of grid values ⊕ (smoke overrid
 `exclude` and `expect` rules match the resolved spec *without* the smoke overrides, so a smoke run carries
 the same reference values. Cells with the same resolved spec collapse to one; a grid with no cells is an
 error, and so are an exclude/expect rule that matches no cell, a zip group of unequal lengths, a key on
-two axes, an include cycle.
+two axes, an include cycle. An option a cell's axis values set that none of its components reads (a pool
+mixer's num_heads) keeps the value it has without them, so such cells collapse too
+(vitstudy.config.manifest_resolve).
 
 Phases: a cell matched by a `phases` rule (the first that matches) gets the axis `phase: 1` and a phase-2
 cell, axis `phase: 2`: phase 1's resolved spec with the transfer's model (vitstudy.config.phases), the rule's
@@ -52,58 +54,30 @@ the manifest that owns it: its folder), `cell.axes` ((dotted key, value) pairs t
 `Grid.cell_dir(root, cell)` is where a cell writes, always inside `root`.
 
 Every cell is validated before anything runs, and every problem of every cell is reported together,
-each naming the file, the line where known, the dotted key path, the bad value and what is valid.
-Only this layer reads YAML (`yaml.safe_load`: a manifest can never import or run code).
+each naming the file, the line where known, the dotted key path, the bad value and what is valid
+(vitstudy.config.errors). Only this layer reads YAML (vitstudy.config.yaml_lines). This module reads a
+manifest and expands it; the grid's axes are vitstudy.config.manifest_grid, the other parts
+vitstudy.config.manifest_rules, and one cell's spec vitstudy.config.manifest_resolve.
 """
 
 from __future__ import annotations
 
-import difflib
-import glob
-import itertools
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import yaml
-from pydantic import ValidationError
+from vitstudy.config import manifest_grid, manifest_rules
+from vitstudy.config.errors import Bad, CellError, ManifestError, Problem, Problems
+from vitstudy.config.manifest_resolve import next_phase, resolve
+from vitstudy.config.spec import RunSpec
+from vitstudy.config.yaml_lines import read_yaml
+from vitstudy.registry import unknown_name
 
-from vitstudy.config.presets import MODEL_DEFAULTS, PRESETS
-from vitstudy.config.recipes import apply_recipe
-from vitstudy.config.spec import DataSpec, LogSpec, ModelSpec, RunSpec, TrainSpec
-from vitstudy.registry import DATASETS, UnknownNameError
-
-SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "log": LogSpec}
 TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "seeds", "expect", "smoke",
              "phases")
 SMOKE_SUFFIX = "-smoke"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str  # dotted key path in the manifest, e.g. "grid.model.head[1]"
-    message: str
-    line: int | None = None
-    file: str | None = None  # set when the problem is in an included manifest
-
-
-class ManifestError(Exception):
-    """Everything wrong with one manifest, reported at once."""
-
-    def __init__(self, file: str | Path, problems: list[Problem]):
-        self.file, self.problems = str(file), problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = [f"{self.file}: {len(self.problems)} problem(s); nothing was run"]
-        for p in self.problems:
-            file = p.file or self.file
-            where = f"{file}:{p.line}" if p.line else file
-            lines.append(f"  {where}: {p.path}: {p.message}")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -115,11 +89,6 @@ class Cell:
     axes: tuple[tuple[str, Any], ...]  # (dotted key, value) for each grid axis, seed excluded
     expect: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     expect_source: str | None = field(default=None, compare=False)
-
-    @property
-    def group(self) -> tuple[tuple[str, Any], ...]:
-        """The cell's identity without its seed: the row it falls into in a table."""
-        return self.axes
 
     @property
     def grid(self) -> str:
@@ -137,7 +106,6 @@ class Grid:
     smoke: bool = False
     folder: str = ""  # the top-level results folder: the name, plus "-smoke" for a smoke run
 
-
     def cell_dir(self, root: str | Path, cell: Cell) -> Path:
         """`<root>/<cell's grid>/<run id>`, refusing any path that would leave `root`."""
         root = Path(root)
@@ -147,7 +115,6 @@ class Grid:
         return path
 
 
-# --------------------------------------------------------------------------------------------------
 def load(path: str | Path, smoke: bool = False) -> Grid:
     """Read, validate and expand a manifest file. Raises ManifestError listing every problem."""
     return _load(Path(path), smoke, ())
@@ -156,121 +123,6 @@ def load(path: str | Path, smoke: bool = False) -> Grid:
 def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False) -> Grid:
     """Validate and expand manifest text (`file` names it in errors and anchors relative includes)."""
     return _parse(text, file, smoke, ())
-
-
-def _load(path: Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ManifestError(path, [Problem("<file>", f"cannot read: {e.strerror or e}")]) from None
-    return _parse(text, path, smoke, stack)
-
-
-def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
-    try:
-        raw = yaml.safe_load(text)
-        lines = _LineIndex(yaml.compose(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        msg = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ManifestError(file, [Problem("<yaml>", f"YAML syntax error: {msg}", line)]) from None
-    problems: list[Problem] = []
-    if not isinstance(raw, dict):
-        valid = ", ".join(TOP_LEVEL)
-        raise ManifestError(file, [Problem("<root>", f"a manifest is a mapping with keys: {valid}")])
-
-    def bad(path: tuple, message: str) -> None:
-        prob = Problem(_dotted(path), message, lines.line(path))
-        if prob not in problems:
-            problems.append(prob)
-
-    for key in raw:
-        if key not in TOP_LEVEL:
-            bad((key,), _unknown("top-level key", key, TOP_LEVEL))
-    name = raw.get("name", Path(str(file)).stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        bad(("name",), f"{name!r} is not a valid grid name: letters, digits, '_', '.', '-' "
-                       "(it names a folder)")
-        name = "invalid"
-    included = _includes(raw.get("include"), file, smoke, stack, bad, problems)
-    own_cells_wanted = not included or any(k in raw for k in ("defaults", "grid", "seeds"))
-    defaults = _section_dicts(raw.get("defaults", {}), ("defaults",), bad, "defaults")
-    subgrids = _subgrids(raw.get("grid", {}), bad)
-    seeds = _seeds(raw.get("seeds", [0]), ("seeds",), bad)
-    excludes = _rules(raw.get("exclude", []), "exclude", bad)
-    expects = _rules(raw.get("expect", []), "expect", bad)
-    smoke_sections, smoke_seeds = _smoke(raw.get("smoke"), bad)
-    phase_rules = _phase_rules(raw.get("phases"), bad)
-    if smoke and smoke_seeds is not None:
-        seeds = smoke_seeds
-    if problems:
-        raise ManifestError(file, problems)
-
-    cell_name = name + SMOKE_SUFFIX if smoke and "smoke" in raw else name
-    cells: dict[str, Cell] = {}  # digest (with grid name) -> first cell with that spec
-    used_excludes, used_expects, used_phases = set(), set(), set()
-    second: dict[str, Cell] = {}  # phase-2 cells, after every phase-1 cell
-    for combo in (itertools.chain.from_iterable(_combos(s) for s in subgrids) if own_cells_wanted else []):
-        overrides = {key: (value, path) for key, value, path in combo}
-        for seed in seeds:
-            try:
-                spec = _resolve(name, defaults, overrides, seed, {})
-                semantic = spec.model_dump(mode="json")
-                if smoke and "smoke" in raw:
-                    spec = _resolve(cell_name, defaults, overrides, seed, smoke_sections)
-            except _CellError as e:
-                for path, message in e.problems:
-                    bad(path, message)
-                continue
-            hit = [i for i, rule in enumerate(excludes) if _matches(rule["match"], semantic)]
-            used_excludes.update(hit)
-            if hit:
-                continue
-            expect, source = _expected(expects, semantic, used_expects)
-            cell_axes = tuple((k, v) for k, v, _ in combo)
-            phased = next((i for i, r in enumerate(phase_rules) if _matches(r["match"], semantic)), None)
-            if phased is not None:
-                used_phases.add(phased)
-                cell_axes += (("phase", 1),)
-            cell = Cell(spec, make_run_id(cell_axes, spec), cell_axes, expect, source)
-            cells.setdefault(f"{spec.grid}/{spec.digest()}", cell)
-            if phased is not None:
-                rule, smoke2 = phase_rules[phased], smoke_sections if smoke and "smoke" in raw else {}
-                try:
-                    semantic2 = _next_phase(semantic, cell.run_id, rule, {}, phased).model_dump(mode="json")
-                    spec2 = _next_phase(spec.model_dump(mode="json"), cell.run_id, rule, smoke2, phased)
-                except _CellError as e:
-                    for path, message in e.problems:
-                        bad(path, message)
-                    continue
-                axes2 = cell_axes[:-1] + (("phase", 2),)
-                expect2, source2 = _expected(expects, semantic2, used_expects)
-                second.setdefault(f"{spec2.grid}/{spec2.digest()}",
-                                  Cell(spec2, make_run_id(axes2, spec2), axes2, expect2, source2))
-    for key, cell in second.items():
-        cells.setdefault(key, cell)
-    for kind, rules, used in (("exclude", excludes, used_excludes), ("expect", expects, used_expects),
-                              ("phases", phase_rules, used_phases)):
-        for i, rule in enumerate(rules):
-            if own_cells_wanted and i not in used and not problems:
-                where = (kind, i) if kind == "exclude" else (kind, i, "match")
-                bad(where, f"{rule['match']!r} matches no cell of the grid; "
-                           "check the keys and values against the grid's axes")
-    if problems:
-        raise ManifestError(file, problems)
-    for sub in included:
-        for cell in sub.cells:
-            cells.setdefault(f"{cell.grid}/{cell.spec.digest()}", cell)
-    if not cells:
-        raise ManifestError(file, [Problem("grid", "the grid has no cells (every cell was excluded?)",
-                                           lines.line(("grid",)))])
-    axes = list(dict.fromkeys(k for sub in subgrids for factor in sub for opt in factor for k, _, _ in opt))
-    axes += ["phase"] if used_phases else []
-    for sub in included:
-        axes += [a for a in sub.axes if a not in axes]
-    return Grid(name, str(file), str(raw.get("description", "")), tuple(axes), tuple(cells.values()),
-                smoke, cell_name)
 
 
 def make_run_id(axes: tuple[tuple[str, Any], ...], spec: RunSpec) -> str:
@@ -282,416 +134,154 @@ def make_run_id(axes: tuple[tuple[str, Any], ...], spec: RunSpec) -> str:
     return f"{readable}_s{spec.seed}-{spec.digest()}"
 
 
-# --------------------------------------------------------------------------------------------------
-class _CellError(Exception):
-    def __init__(self, problems: list[tuple[tuple, str]]):
-        self.problems = problems  # (yaml path, message)
-
-
-def _resolve(name: str, defaults: dict, overrides: dict[str, tuple[Any, tuple]], seed: int,
-             smoke: dict) -> RunSpec:
-    """Merge defaults, one cell's axis values and the smoke overrides into a validated RunSpec."""
-    sections = {s: dict(defaults.get(s, {})) for s in SECTIONS}
-    origin: dict[tuple[str, str], tuple] = {}  # (section, field) -> yaml path of the value
-    for s, fields in sections.items():
-        for f in fields:
-            origin[(s, f)] = ("defaults", s, f)
-    for key, (value, path) in overrides.items():
-        s, f = key.split(".", 1)
-        sections[s][f] = value
-        origin[(s, f)] = path
-    for s, fields in smoke.items():
-        for f, value in fields.items():
-            sections[s][f] = value
-            origin[(s, f)] = ("smoke", s, f)
-    # a named recipe fills what the manifest leaves unset (vitstudy.config.recipes); explicit values win
-    for key in apply_recipe(sections, {s: set(fields) for s, fields in sections.items()}):
-        origin[key] = origin[("train", "recipe")]
-
-    problems: list[tuple[tuple, str]] = []
-    model = sections["model"]
-    resolved = dict(MODEL_DEFAULTS)
-    dataset = sections["data"].get("dataset")
-    if isinstance(dataset, str) and dataset in DATASETS:
-        meta = DATASETS.entry(dataset).meta
-        resolved.update(num_classes=meta["num_classes"], in_chans=meta["in_chans"])
-    preset = model.get("preset")
-    if preset is not None:
-        if isinstance(preset, str) and preset in PRESETS:
-            resolved.update(PRESETS[preset]["args"])
-        else:
-            path = origin[("model", "preset")]
-            problems.append((path, str(UnknownNameError("preset", preset, list(PRESETS)))))
-    resolved.update(model)
-    sections["model"] = resolved
-    classes_unknown = resolved.get("num_classes", 0) is None  # e.g. imagefolder: its folders fix them
-    if classes_unknown:
-        problems.append((origin.get(("data", "dataset"), ("defaults", "data", "dataset")),
-                         f"dataset '{dataset}' takes its classes from its folders: set model.num_classes"))
-
-    try:
-        spec = RunSpec(grid=name, seed=seed, **sections)
-    except ValidationError as e:
-        for err in e.errors():
-            loc = tuple(str(x) for x in err["loc"])
-            if classes_unknown and loc[:2] == ("model", "num_classes"):
-                continue  # said above, with what to do
-            section, fld = loc[0], (loc[1] if len(loc) > 1 else None)
-            path = origin.get((section, fld), ("defaults",) + loc) if fld else ("defaults", section)
-            problems.append((path, _explain(err, SECTIONS.get(section))))
-    if problems:
-        raise _CellError(problems)
-    return spec
-
-
-def _includes(value: Any, file: str | Path, smoke: bool, stack: tuple[Path, ...], bad,
-              problems: list[Problem]) -> list[Grid]:
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        bad(("include",), f"{value!r}: include is a manifest path or a list of them (globs allowed), "
-                          "relative to this file")
-        return []
-    here = Path(str(file)).resolve()
-    base = here.parent if Path(str(file)).name != "<manifest>" else Path.cwd()
-    grids = []
-    for i, pattern in enumerate(items):
-        path = ("include", i) if isinstance(value, list) else ("include",)
-        matches = sorted(glob.glob(str(base / pattern))) if glob.has_magic(pattern) else [str(base / pattern)]
-        if not matches:
-            bad(path, f"{pattern!r} matches no file (paths are relative to {base})")
-        for m in matches:
-            target = Path(m).resolve()
-            if target == here or target in stack:
-                bad(path, f"{pattern!r} includes itself (include cycle: "
-                          f"{' -> '.join(p.name for p in (*stack, here, target))})")
-                continue
-            if not target.is_file():
-                bad(path, f"{pattern!r}: no such manifest file {target}")
-                continue
-            try:
-                grids.append(_load(target, smoke, (*stack, here)))
-            except ManifestError as e:
-                problems.extend(Problem(p.path, p.message, p.line, p.file or e.file) for p in e.problems)
-    return grids
-
-
-def _section_dicts(defaults: Any, path: tuple, bad, what: str) -> dict[str, dict]:
-    if defaults is None:
-        return {}
-    if not isinstance(defaults, dict):
-        bad(path, f"{what} is a mapping of sections ({', '.join(SECTIONS)})")
-        return {}
-    out = {}
-    for section, fields in defaults.items():
-        if section not in SECTIONS:
-            bad(path + (section,), _unknown("section", section, SECTIONS))
-        elif not isinstance(fields, dict):
-            bad(path + (section,), f"{section} is a mapping of {section} options, got {fields!r}")
-        else:
-            out[section] = fields
-    return out
-
-
-def _seeds(seeds: Any, path: tuple, bad) -> list[int]:
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
-                                                      and s >= 0 for s in seeds)):
-        bad(path, f"{seeds!r}: seeds is a non-empty list of non-negative integers, e.g. [0, 1, 2]")
-        return []
-    if len(set(seeds)) != len(seeds):
-        bad(path, f"{seeds!r} repeats a seed")
-    return seeds
-
-
-def _expected(expects: list[dict], semantic: dict, used: set) -> tuple[dict[str, float], str | None]:
-    """The reference values (and their source) of every expect rule matching a resolved spec."""
-    expect: dict[str, float] = {}
-    source = None
-    for i, rule in enumerate(expects):
-        if _matches(rule["match"], semantic):
-            used.add(i)
-            expect.update(rule["values"])
-            source = rule["source"] or source
-    return expect, source
-
-
-def _phase_rules(rules: Any, bad) -> list[dict]:
-    """phases: [{match: {key: value}, transfer: name, <section>: {...}}] (see the module docstring)."""
-    from vitstudy.config.phases import TRANSFERS
-
-    if rules is None:
-        return []
-    if not isinstance(rules, list):
-        bad(("phases",), "phases is a list of rules, e.g. [{match: {model.mixer: conv}, "
-                         "transfer: conv_to_attention, train: {epochs: 300}}]")
-        return []
-    out = []
-    for i, rule in enumerate(rules):
-        if not isinstance(rule, dict) or rule.get("transfer") not in TRANSFERS:
-            got = rule.get("transfer") if isinstance(rule, dict) else rule
-            bad(("phases", i) + (("transfer",) if isinstance(rule, dict) else ()),
-                f"{got!r}: a phase rule is a mapping with `transfer` (one of {', '.join(TRANSFERS)}), "
-                "optionally `match` and phase-2 sections")
-            continue
-        match = rule.get("match", {})
-        checked = _rules([{"match": match, "phase": 2}], "expect",
-                         lambda p, m, i=i: bad(("phases", i) + p[2:], m))
-        rest = {k: v for k, v in rule.items() if k not in ("match", "transfer")}
-        sections = _section_dicts(rest, ("phases", i), bad, "a phase rule")
-        for section, fields in sections.items():
-            for f in fields:
-                if f not in SECTIONS[section].model_fields or (section, f) in (("train", "init_from"),
-                                                                               ("train", "transfer")):
-                    valid = SECTIONS[section].model_fields
-                    bad(("phases", i, section, f), _unknown(f"{section} option", f, valid))
-        if checked:
-            out.append({"match": match, "transfer": rule["transfer"], "sections": sections})
-    return out
-
-
-def _next_phase(first: dict, run_id: str, rule: dict, smoke: dict, index: int) -> RunSpec:
-    """Phase 2's spec from phase 1's resolved spec (JSON data), its run id and the phase rule."""
-    from vitstudy.config.phases import transferred_model
-
-    sections = {s: dict(first.get(s, {})) for s in SECTIONS}
-    try:
-        sections["model"] = transferred_model(sections["model"], rule["transfer"])
-    except ValueError as e:
-        raise _CellError([(("phases", index, "transfer"), str(e))]) from None
-    for s, fields in rule["sections"].items():
-        sections[s].update(fields)
-    sections["train"].update(init_from=run_id, transfer=rule["transfer"])
-    for s, fields in smoke.items():
-        if s != "model":  # phase 1's model already has the smoke overrides; the transfer derives from it
-            sections[s].update(fields)
-    try:
-        return RunSpec(grid=first["grid"], seed=first["seed"], **sections)
-    except ValidationError as e:
-        raise _CellError([(("phases", index) + tuple(str(x) for x in err["loc"][:2]),
-                           "phase 2: " + _explain(err, SECTIONS.get(str(err["loc"][0]))))
-                          for err in e.errors()]) from None
-
-
-def _smoke(smoke: Any, bad) -> tuple[dict[str, dict], list[int] | None]:
-    if smoke is None:
-        return {}, None
-    if not isinstance(smoke, dict):
-        bad(("smoke",), f"smoke is a mapping of sections ({', '.join(SECTIONS)}) and/or seeds")
-        return {}, None
-    seeds = _seeds(smoke["seeds"], ("smoke", "seeds"), bad) if "seeds" in smoke else None
-    rest = {k: v for k, v in smoke.items() if k != "seeds"}
-    sections = _section_dicts(rest, ("smoke",), bad, "smoke")
-    for section, fields in sections.items():
-        for f in fields:
-            if f not in SECTIONS[section].model_fields:
-                bad(("smoke", section, f), _unknown(f"{section} option", f, SECTIONS[section].model_fields))
-    return sections, seeds
-
-
-Option = tuple[tuple[str, Any, tuple], ...]  # the (key, value, yaml path) triples set together
-
-
-def _subgrids(grid: Any, bad) -> list[list[list[Option]]]:
-    """The grid as a list of sub-grids; each sub-grid a list of factors (their product is its cells);
-    each factor a list of options."""
-    if grid is None or grid == {}:
-        return [[]]
-    if isinstance(grid, list):
-        if not grid:
-            bad(("grid",), "an empty list of sub-grids has no cells; give at least one mapping")
-            return []
-        return [_factors(sub, ("grid", i), bad) for i, sub in enumerate(grid)]
-    return [_factors(grid, ("grid",), bad)]
-
-
-def _factors(grid: Any, path: tuple, bad) -> list[list[Option]]:
-    if not isinstance(grid, dict):
-        bad(path, "a grid is a mapping of dotted keys (e.g. model.head) to lists of values, "
-                  "or a list of such mappings (sub-grids whose cells are unioned)")
-        return []
-    factors: list[list[Option]] = []
-    seen: dict[str, tuple] = {}
-
-    def check_key(key: Any, kpath: tuple) -> bool:
-        section, _, fld = str(key).partition(".")
-        if section not in SECTIONS or not fld:
-            bad(kpath, f"grid keys are 'section.field' with section in {', '.join(SECTIONS)}"
-                       " (or `zip`)")
-            return False
-        if fld not in SECTIONS[section].model_fields:
-            bad(kpath, _unknown(f"{section} field", fld, SECTIONS[section].model_fields))
-            return False
-        if key in seen:
-            bad(kpath, f"{key} is already an axis at {_dotted(seen[key])}; a key varies in one place")
-            return False
-        seen[key] = kpath
-        return True
-
-    def check_values(values: Any, kpath: tuple) -> bool:
-        if not isinstance(values, list) or not values:
-            bad(kpath, f"{values!r}: a grid axis is a non-empty list of values")
-            return False
-        return True
-
-    for key, values in grid.items():
-        if key == "zip":
-            groups = values if isinstance(values, list) else [values]
-            for gi, group in enumerate(groups):
-                gpath = path + (("zip", gi) if isinstance(values, list) else ("zip",))
-                if not isinstance(group, dict) or not group:
-                    bad(gpath, "zip is a mapping of dotted keys to lists of equal length "
-                               "(or a list of such mappings)")
-                    continue
-                ok = {k: v for k, v in group.items()
-                      if check_key(k, gpath + (k,)) & check_values(v, gpath + (k,))}
-                lengths = {k: len(v) for k, v in group.items() if isinstance(v, list)}
-                if len(set(lengths.values())) > 1:
-                    bad(gpath, f"zipped lists differ in length ({lengths}); their i-th values go "
-                               "together, so they must be equally long")
-                    continue
-                if ok and len(ok) == len(group):
-                    n = len(next(iter(ok.values())))
-                    factors.append([tuple((k, v[i], gpath + (k, i)) for k, v in ok.items())
-                                    for i in range(n)])
-        elif check_key(key, path + (key,)) and check_values(values, path + (key,)):
-            factors.append([((key, v, path + (key, i)),) for i, v in enumerate(values)])
-    return factors
-
-
-def _combos(factors: list[list[Option]]):
-    for options in itertools.product(*factors):
-        yield tuple(triple for option in options for triple in option)
-
-
-def _rules(rules: Any, kind: str, bad) -> list[dict]:
-    """exclude: [{key: value, ...}]; expect: [{match: {key: value}, metric: number, source: str}]."""
-    if rules is None:
-        return []
-    if not isinstance(rules, list):
-        example = ("[{model.head: cls, model.position: none}]" if kind == "exclude"
-                   else "[{match: {model.preset: deit_tiny}, test/acc1: 72.2}]")
-        bad((kind,), f"{kind} is a list of rules, e.g. {example}")
-        return []
-    out = []
-    for i, rule in enumerate(rules):
-        if not isinstance(rule, dict) or (kind == "exclude" and not rule):
-            bad((kind, i), f"{rule!r}: a rule is a mapping" + (
-                " of spec keys to values" if kind == "exclude" else " with `match` and metric values"))
-            continue
-        match = rule if kind == "exclude" else rule.get("match", {})
-        mpath = (kind, i) if kind == "exclude" else (kind, i, "match")
-        if not isinstance(match, dict):
-            bad(mpath, f"{match!r}: match is a mapping of spec keys (e.g. model.preset) to values")
-            continue
-        good = True
-        for key in match:
-            section, _, fld = str(key).partition(".")
-            if key == "seed":
-                continue
-            if section not in SECTIONS or not fld:
-                bad(mpath + (key,), f"keys are 'section.field' (section in {', '.join(SECTIONS)}) or 'seed'")
-                good = False
-            elif fld not in SECTIONS[section].model_fields:
-                bad(mpath + (key,), _unknown(f"{section} field", fld, SECTIONS[section].model_fields))
-                good = False
-        values, source = {}, None
-        if kind == "expect":
-            for key, value in rule.items():
-                if key == "match":
-                    continue
-                if key == "source":
-                    if not isinstance(value, str):
-                        bad((kind, i, key), f"{value!r}: source is a string (a citation)")
-                    source = str(value)
-                    continue
-                number = _number(value)  # YAML 1.1 reads 5.7e6 (no sign in the exponent) as a string
-                if number is None:
-                    bad((kind, i, key), f"{value!r}: an expected value is a finite number "
-                                        "(e.g. test/acc1: 72.2, params: 5.7e6)")
-                    good = False
-                else:
-                    values[str(key)] = number
-            if not values:
-                bad((kind, i), "an expect rule gives at least one metric value, e.g. test/acc1: 72.2")
-                good = False
-        if good:
-            out.append({"match": match, "values": values, "source": source})
-    return out
-
-
-def _number(value: Any) -> float | None:
-    """A finite number from an int, a float or a numeric string ("5.7e6"), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _matches(match: dict, spec: dict) -> bool:
-    """Whether a resolved spec (as JSON data) has every key's value; a list value means any of."""
-    for key, want in match.items():
-        section, _, fld = key.partition(".")
-        have = _hashable(spec["seed"] if key == "seed" else spec.get(section, {}).get(fld))
-        if not any(have == _hashable(w) for w in (want if isinstance(want, list) else [want])):
-            return False
-    return True
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _explain(err: dict, model: type | None) -> str:
-    """One pydantic error as a sentence that says what would be valid."""
-    field_name = str(err["loc"][-1]) if err["loc"] else ""
-    if err["type"] == "extra_forbidden" and model is not None:
-        return _unknown("option", field_name, model.model_fields)
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "missing":
-        return "required, but not given"
-    return f"{msg} (got {err['input']!r})" if "input" in err and err["type"] != "value_error" else msg
-
-
-def _unknown(what: str, name: Any, valid) -> str:
-    valid = [str(v) for v in valid]
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown {what} '{name}'{hint}; valid: {', '.join(valid)}"
-
-
-def _dotted(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
 def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "", str(value).replace(" ", "")) or "x"
 
 
-class _LineIndex:
-    """Maps a key path to its line in the YAML source (1-based), from the composed node tree."""
+# --------------------------------------------------------------------------------------------------
+def _load(path: Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ManifestError(path, [Problem("<file>", f"cannot read: {e.strerror or e}")]) from None
+    return _parse(text, path, smoke, stack)
 
-    def __init__(self, root: yaml.Node | None):
-        self.root = root
 
-    def line(self, path: tuple) -> int | None:
-        node = self.root
-        for key in path:
-            if isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    if k.value == str(key):
-                        node = v
-                        break
-                else:
-                    return node.start_mark.line + 1
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-                node = node.value[key]
-            else:
-                break
-        return node.start_mark.line + 1 if node is not None else None
+@dataclass
+class _Manifest:
+    """A manifest's checked parts, ready to expand."""
+
+    name: str
+    folder: str  # the cells' grid name: `name`, plus SMOKE_SUFFIX when smoke overrides apply
+    defaults: dict[str, dict]
+    subgrids: list[list[manifest_grid.Factor]]
+    seeds: list[int]
+    excludes: list[dict]
+    expects: list[dict]
+    phases: list[dict]
+    smoke: dict[str, dict] | None  # the smoke overrides in a smoke run of a manifest with `smoke:`
+    own_cells: bool  # False for a manifest that only includes others
+
+    def combos(self) -> Iterator[manifest_grid.Option]:
+        for sub in self.subgrids if self.own_cells else []:
+            yield from manifest_grid.combos(sub)
+
+
+def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
+    raw, lines = read_yaml(text, file)
+    if not isinstance(raw, dict):
+        valid = ", ".join(TOP_LEVEL)
+        raise ManifestError(file, [Problem("<root>", f"a manifest is a mapping with keys: {valid}")])
+    problems = Problems(file, lines.line)
+    name = _name(raw, file, problems.bad)
+    included = manifest_rules.includes(raw.get("include"), file, stack, problems,
+                                       lambda path, inside: _load(path, smoke, inside))
+    m = _read_parts(raw, name, smoke, bool(included), problems.bad)
+    problems.check()
+    cells, used = _expand(m, problems)
+    _check_rules_used(m, used, problems.bad)
+    problems.check()
+    for sub in included:
+        for cell in sub.cells:
+            cells.setdefault(f"{cell.grid}/{cell.spec.digest()}", cell)
+    if not cells:
+        raise ManifestError(file, [Problem("grid", "the grid has no cells (every cell was excluded?)",
+                                           lines.line(("grid",)))])
+    axes = manifest_grid.axes_of(m.subgrids) + (["phase"] if used["phases"] else [])
+    for sub in included:
+        axes += [a for a in sub.axes if a not in axes]
+    return Grid(m.name, str(file), str(raw.get("description", "")), tuple(axes), tuple(cells.values()),
+                smoke, m.folder)
+
+
+def _name(raw: dict, file: str | Path, bad: Bad) -> str:
+    """The grid's name (its results folder; default: the file's stem), after checking the top-level keys."""
+    for key in raw:
+        if key not in TOP_LEVEL:
+            bad((key,), unknown_name("top-level key", key, TOP_LEVEL))
+    name = raw.get("name", Path(str(file)).stem)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        bad(("name",), f"{name!r} is not a valid grid name: letters, digits, '_', '.', '-' "
+                       "(it names a folder)")
+        return "invalid"
+    return name
+
+
+def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: Bad) -> _Manifest:
+    defaults = manifest_rules.section_dicts(raw.get("defaults", {}), ("defaults",), bad, "defaults")
+    subgrids = manifest_grid.subgrids(raw.get("grid", {}), bad)
+    seeds = manifest_rules.seeds(raw.get("seeds", [0]), ("seeds",), bad)
+    excludes = manifest_rules.rules(raw.get("exclude", []), "exclude", bad)
+    expects = manifest_rules.rules(raw.get("expect", []), "expect", bad)
+    smoke_sections, smoke_seeds = manifest_rules.smoke(raw.get("smoke"), bad)
+    phases = manifest_rules.phase_rules(raw.get("phases"), bad)
+    applies = smoke and "smoke" in raw
+    return _Manifest(
+        name=name, folder=name + SMOKE_SUFFIX if applies else name, defaults=defaults, subgrids=subgrids,
+        seeds=smoke_seeds if smoke and smoke_seeds is not None else seeds, excludes=excludes,
+        expects=expects, phases=phases, smoke=smoke_sections if applies else None,
+        own_cells=not includes_others or any(k in raw for k in ("defaults", "grid", "seeds")))
+
+
+Used = dict[str, set[int]]  # "exclude" / "expect" / "phases" -> indices of the rules that matched a cell
+
+
+def _expand(m: _Manifest, problems: Problems) -> tuple[dict[str, Cell], Used]:
+    """The manifest's own cells by "<grid>/<spec digest>" (the first of equal specs wins), every phase-2
+    cell after every phase-1 cell; and which rules matched. A cell's problems go into `problems`."""
+    used: Used = {"exclude": set(), "expect": set(), "phases": set()}
+    first: dict[str, Cell] = {}
+    second: dict[str, Cell] = {}
+    for combo in m.combos():
+        for seed in m.seeds:
+            try:
+                phase_cells = _cells_of(m, combo, seed, used)
+            except CellError as e:
+                problems.cell(e)
+                continue
+            for cell, into in zip(phase_cells, (first, second), strict=False):  # phase 1, phase 2
+                into.setdefault(f"{cell.grid}/{cell.spec.digest()}", cell)
+    for key, cell in second.items():
+        first.setdefault(key, cell)
+    return first, used
+
+
+def _cells_of(m: _Manifest, combo: manifest_grid.Option, seed: int, used: Used) -> tuple[Cell, ...]:
+    """The cells of one combination of axis values and one seed: none when an exclude rule matches;
+    else its cell, and its phase-2 cell when a phases rule matches (the first that does)."""
+    overrides = {key: (value, path) for key, value, path in combo}
+    spec = resolve(m.name, m.defaults, overrides, seed, {})
+    semantic = spec.model_dump(mode="json")  # rules match the spec without the smoke overrides
+    if m.smoke is not None:
+        spec = resolve(m.folder, m.defaults, overrides, seed, m.smoke)
+    excluded = {i for i, rule in enumerate(m.excludes) if manifest_rules.matches(rule["match"], semantic)}
+    used["exclude"] |= excluded
+    if excluded:
+        return ()
+    axes = tuple((k, v) for k, v, _ in combo)
+    phased = next((i for i, r in enumerate(m.phases) if manifest_rules.matches(r["match"], semantic)), None)
+    if phased is None:
+        return (_cell(spec, axes, semantic, m.expects, used),)
+    used["phases"].add(phased)
+    cell = _cell(spec, axes + (("phase", 1),), semantic, m.expects, used)
+    rule = m.phases[phased]
+    semantic2 = next_phase(semantic, cell.run_id, rule, {}, phased).model_dump(mode="json")
+    spec2 = next_phase(spec.model_dump(mode="json"), cell.run_id, rule, m.smoke or {}, phased)
+    return cell, _cell(spec2, axes + (("phase", 2),), semantic2, m.expects, used)
+
+
+def _cell(spec: RunSpec, axes: tuple, semantic: dict, expects: list[dict], used: Used) -> Cell:
+    expect, source = manifest_rules.expected(expects, semantic, used["expect"])
+    return Cell(spec, make_run_id(axes, spec), axes, expect, source)
+
+
+def _check_rules_used(m: _Manifest, used: Used, bad: Bad) -> None:
+    """Every exclude, expect and phases rule must match some cell of the manifest's own grid."""
+    if not m.own_cells:
+        return
+    for kind, rules in (("exclude", m.excludes), ("expect", m.expects), ("phases", m.phases)):
+        for i, rule in enumerate(rules):
+            if i not in used[kind]:
+                bad((kind, i) if kind == "exclude" else (kind, i, "match"),
+                    f"{rule['match']!r} matches no cell of the grid; check the keys and values against the "
+                    "grid's axes")

@@ -10,27 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# Every model-spec field and its value when neither the preset nor the manifest sets it.
-MODEL_DEFAULTS: dict[str, Any] = {
-    "img_size": 224,
-    "patch_size": 16,
-    "in_chans": 3,
-    "num_classes": 1000,
-    "embed_dim": 192,
-    "depth": 12,
-    "num_heads": 3,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "tokenizer": "patch",
-    "position": "learned",
-    "mixer": "attention",
-    "normalizer": None,  # the mixer's default (attention: softmax)
-    "head": "cls",
-    "drop_path": 0.0,
-    "layer_scale": None,
-    "attn_path": "auto",
-}
-
 
 def _vit(embed_dim: int, depth: int, num_heads: int, patch_size: int = 16, **kw: Any) -> dict:
     return {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,

@@ -39,11 +39,6 @@ def shift_and_flip(x: torch.Tensor, shift: int = 0, flip: bool = False,
     return x.reshape(B, C, H * W).gather(2, pixels).view(B, C, H, W)
 
 
-def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random translation by up to `shift` pixels each way, per image (see shift_and_flip)."""
-    return shift_and_flip(x, shift, False, generator)
-
-
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image of a batch left-right with probability 1/2 (see shift_and_flip)."""
     return shift_and_flip(x, 0, True, generator)

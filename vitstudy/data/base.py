@@ -1,4 +1,5 @@
-"""LightningDataModules, and the choice between two ways of feeding a model.
+"""LightningDataModules: the base every dataset's module builds on, the choice between two ways of
+feeding a model, and `datamodule_for`, the one place a RunSpec's data section becomes a DataModule.
 
 Device-resident (`pipeline.mode == "device"`): a dataset small enough to hold (digits, MNIST, CIFAR, a
 small image folder) is normalised and resized once, moved to the training device as two tensors, and
@@ -15,11 +16,10 @@ Sampling is the same on both paths: a DistributedSampler (shuffled with the run 
 shard per process under DDP) or timm's RepeatAugSampler for repeated augmentation, so both paths see the
 same samples in the same order for the same seed and epoch.
 
-`digits`: scikit-learn's load_digits, 1,797 real 8×8 handwritten digits (Alpaydin & Kaynak, UCI) that
-ship with scikit-learn, so the default grid runs offline. A fixed stratified split (independent of the
-run seed, so every cell sees the same test set): 1,257 train / 180 val / 360 test.
-`synthetic`: one fixed random prototype image per class plus Gaussian noise; learnable and
-deterministic at any image size, for smoke grids and benchmarks.
+A dataset's class count and channels are its registry entry's (vitstudy.registry.DATASETS meta, which
+the manifest validates with); a folder dataset is given the class count of the model it feeds. Every
+DataModule serves images of `in_chans` channels with labels below `num_classes`, and says so in setup
+when its data does not. Downloads happen in `prepare_data` (one process per node), splits in `setup`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
-from vitstudy.data.augment import BatchAugment, ImageAugment, random_shift  # noqa: F401 - random_shift re-exported
+from vitstudy.config.spec import RunSpec
+from vitstudy.data.augment import BatchAugment, ImageAugment
 
 SPLIT_SEED = 0  # the data split never depends on the run seed
 SEED_STRIDE = 100_003  # epoch e of seed s shuffles with e + s·stride (samplers keyed by epoch alone)
@@ -117,14 +118,16 @@ def loader_workers() -> int:
 
 
 class SplitDataModule(L.LightningDataModule):
-    """A DataModule with train/val/test splits, served by `_loader(name, train)`, with the sampling and
-    the batch augmentation both pipelines share. `pipeline` records how training batches are made."""
+    """A DataModule with train/val/test splits of (in_chans, img_size, img_size) images and labels below
+    num_classes, served by `_loader(name, train)`, with the sampling and the batch augmentation both
+    pipelines share. `pipeline` records how training batches are made."""
 
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None, shift: int = 0,
                  flip: bool = False, random_erasing: float = 0.0, randaugment: str | None = None,
                  color_jitter: float = 0.0, repeated_aug: int = 1, seed: int = 0,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, *, num_classes: int, in_chans: int):
         super().__init__()
+        self.num_classes, self.in_chans = num_classes, in_chans
         self.img_size, self.batch_size, self.train_subset = img_size, batch_size, train_subset
         self.augment = BatchAugment(shift=shift, flip=flip, erasing=random_erasing)
         self.image_augment = ImageAugment(randaugment=randaugment, color_jitter=color_jitter)
@@ -193,9 +196,6 @@ class TensorDataModule(SplitDataModule):
     per-sample path only when per-image PIL augmentation is configured; evaluation is always sliced
     from the device tensors."""
 
-    num_classes: int
-    in_chans: int
-
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
                  shift: int = 0, pipeline: str = "auto", **options):
         super().__init__(img_size, batch_size, train_subset, shift, **options)
@@ -213,6 +213,7 @@ class TensorDataModule(SplitDataModule):
         if self.splits:
             return
         raw = self.load()
+        self._check(raw)
         if self.train_subset:
             raw["train"] = tuple(t[: self.train_subset] for t in raw["train"])
         mean, std = raw["train"][0].mean().item(), raw["train"][0].std().item()  # of the training split
@@ -234,6 +235,16 @@ class TensorDataModule(SplitDataModule):
             "held_mib": round(held / 2**20, 1),
         }
 
+    def _check(self, raw: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The loaded images must have the channels, and the labels lie below the class count, of the
+        model they are for."""
+        for name, (x, y) in raw.items():
+            top = int(y.max()) if len(y) else -1
+            if x.shape[1] != self.in_chans or top >= self.num_classes:
+                raise ValueError(f"{type(self).__name__}: the {name} split has {x.shape[1]}-channel images "
+                                 f"and labels up to {top}, but the model takes {self.in_chans} channels "
+                                 f"and {self.num_classes} classes")
+
     def _loader(self, name: str, train: bool):
         if train and self.per_sample is not None:
             return self.workers_loader(self.per_sample, train)
@@ -241,61 +252,31 @@ class TensorDataModule(SplitDataModule):
         return DeviceBatches(x, y, self.batch_size, self.sampler(len(y), train), self._device, self._epoch)
 
 
-class DigitsDataModule(TensorDataModule):
-    num_classes, in_chans = 10, 1
-
-    def load(self):
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        digits = load_digits()
-        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8)
-        y = torch.tensor(digits.target, dtype=torch.long)
-        idx = torch.arange(len(y)).numpy()
-        rest, test = train_test_split(idx, test_size=360, stratify=y, random_state=SPLIT_SEED)
-        train, val = train_test_split(rest, test_size=180, stratify=y[rest], random_state=SPLIT_SEED)
-        return {name: (x[i], y[i]) for name, i in (("train", train), ("val", val), ("test", test))}
-
-
-class SyntheticDataModule(TensorDataModule):
-    num_classes, in_chans = 10, 3
-    sizes = {"train": 1000, "val": 200, "test": 200}
-
-    def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
-                 shift: int = 0, noise: float = 1.0, **options):
-        super().__init__(img_size, batch_size, train_subset, shift, **options)
-        self.noise = noise
-
-    def load(self):
-        g = torch.Generator().manual_seed(SPLIT_SEED)
-        coarse = torch.randn(self.num_classes, self.in_chans, 4, 4, generator=g)
-        protos = F.interpolate(coarse, size=(self.img_size,) * 2, mode="bilinear", align_corners=False)
-        out = {}
-        for name, n in self.sizes.items():
-            y = torch.randint(self.num_classes, (n,), generator=g)
-            out[name] = (protos[y] + self.noise * torch.randn(n, *protos.shape[1:], generator=g), y)
-        return out
-
-
 def build_datamodule(dataset: str, img_size: int, batch_size: int, train_subset: int | None = None,
                      shift: int = 0, root: str = "data", num_workers: int | None = None,
-                     **options) -> L.LightningDataModule:
-    """The dataset's DataModule; datasets read from disk also get their folder. `options`: the
+                     num_classes: int | None = None, **options) -> L.LightningDataModule:
+    """The dataset's DataModule, with the channels and (unless `num_classes` is given: the model's) the
+    class count of its registry entry; datasets read from disk also get their folder. `options`: the
     augmentation and sampling settings of SplitDataModule (flip, random_erasing, randaugment, ...)."""
     from vitstudy.registry import DATASETS
 
+    meta = DATASETS.entry(dataset).meta
+    num_classes = meta["num_classes"] if num_classes is None else num_classes
+    if num_classes is None:
+        raise ValueError(f"dataset '{dataset}' takes its classes from its folders: give num_classes "
+                         "(model.num_classes in a manifest)")
     kwargs = dict(img_size=img_size, batch_size=batch_size, train_subset=train_subset, shift=shift,
-                  num_workers=num_workers, **options)
-    if DATASETS.entry(dataset).meta.get("on_disk"):
+                  num_workers=num_workers, num_classes=num_classes, in_chans=meta["in_chans"], **options)
+    if meta.get("on_disk"):
         kwargs.update(root=root)
     return DATASETS.get(dataset)(**kwargs)
 
 
-def datamodule_for(spec, **overrides) -> L.LightningDataModule:
-    """The DataModule a RunSpec trains on: its data section plus the training recipe's augmentation."""
+def datamodule_for(spec: RunSpec) -> L.LightningDataModule:
+    """The DataModule a RunSpec trains on: its data section, the model's image size and class count,
+    and the training recipe's augmentation and sampling."""
     d, t = spec.data, spec.train
-    options = dict(random_erasing=t.random_erasing, randaugment=t.randaugment, color_jitter=t.color_jitter,
-                   repeated_aug=t.repeated_aug, seed=spec.seed)
-    options.update(overrides)
     return build_datamodule(d.dataset, spec.model.img_size, d.batch_size, d.train_subset, d.shift, d.root,
-                            d.num_workers, **options)
+                            d.num_workers, spec.model.num_classes, random_erasing=t.random_erasing,
+                            randaugment=t.randaugment, color_jitter=t.color_jitter,
+                            repeated_aug=t.repeated_aug, seed=spec.seed)

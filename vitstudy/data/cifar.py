@@ -5,8 +5,8 @@ two-phase CMHSA training (ablations/cmhsa.yaml).
 
 Splits, fixed and independent of the run seed: the last 5,000 of the 50,000 training images are the
 validation split (45,000 train), the official 10,000 test images the test split. The files are
-torchvision's: downloaded into `<data.root>` when online; offline, the error names the folder and the
-files to put there.
+torchvision's: downloaded into `<data.root>` by `prepare_data` when online (one process per node; `setup`
+only reads them); offline, the error names the folder and the files to put there.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from pathlib import Path
 
 import torch
 
-from vitstudy.data.augment import random_flip  # noqa: F401 - re-exported
 from vitstudy.data.base import TensorDataModule
 
 VAL_SIZE = 5000
 
 
 class CifarDataModule(TensorDataModule):
-    num_classes, in_chans = 10, 3
     torchvision_class, folder, archive = "CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz"
     files = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
              "test_batch", "batches.meta")
@@ -32,15 +30,21 @@ class CifarDataModule(TensorDataModule):
         super().__init__(img_size, batch_size, train_subset, shift, flip=flip, **options)
         self.root = Path(root)
 
-    def _datasets(self):
+    def prepare_data(self) -> None:
+        """Download the files unless they are there (a module already set up has read them)."""
+        if not self.splits:
+            self._datasets(download=True)
+
+    def _datasets(self, download: bool = False):
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, self.torchvision_class)
         try:
-            return cls(str(self.root), train=True, download=True), cls(str(self.root), train=False)
-        except (OSError, RuntimeError) as e:  # offline (URLError is an OSError) or a corrupt archive
+            return cls(str(self.root), train=True, download=download), cls(str(self.root), train=False)
+        except (OSError, RuntimeError) as e:  # offline (URLError is an OSError), a corrupt archive, no files
+            verb = "downloaded" if download else "read"
             raise FileNotFoundError(
-                f"{self.torchvision_class} is not in {self.root / self.folder} and could not be downloaded "
+                f"{self.torchvision_class} is not in {self.root / self.folder} and could not be {verb} "
                 f"({type(e).__name__}: {e}). Offline, put the python-version files there: "
                 f"{', '.join(self.files)} (the contents of {self.archive} from "
                 "https://www.cs.toronto.edu/~kriz/cifar.html), or the archive itself in "
@@ -59,6 +63,5 @@ class CifarDataModule(TensorDataModule):
 
 
 class Cifar100DataModule(CifarDataModule):
-    num_classes = 100
     torchvision_class, folder, archive = "CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz"
     files = ("train", "test", "meta")

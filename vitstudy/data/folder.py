@@ -2,10 +2,10 @@
 and ImageNet-1k (`<data.root>/imagenet/{train,val}/<wnid>/*.JPEG`).
 
 Labels are the sorted class-folder names of train/; val/ (and test/) must hold the same class folders.
-Without test/, the test split is val/, as in every paper that reports ImageNet top-1. The folder fixes
-the class count, not the registry: the manifest sets `model.num_classes`, and setup checks it against the
-model being trained. `train_subset` keeps a fixed random subset (folders are sorted by class, so the first
-N images would be a few classes only).
+Without test/, the test split is val/, as in every paper that reports ImageNet top-1. For `imagefolder` the
+folder fixes the class count, not the registry: the manifest sets `model.num_classes`, the DataModule is
+given it (vitstudy.data.base.datamodule_for), and setup checks the folder against it. `train_subset` keeps
+a fixed random subset (folders are sorted by class, so the first N images would be a few classes only).
 
 `imagefolder` picks its pipeline by size, recorded in `pipeline`: when all its images, decoded as float32
 at the model's image size, fit in DEVICE_BYTES, they are decoded once (shorter side resized, centre crop)
@@ -69,14 +69,11 @@ def _train_indices(n: int, subset: int | None) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))[:subset].tolist()
 
 
-def _check_classes(dm: L.LightningDataModule, classes: list[str], base: Path) -> None:
-    """The folder's class count must be that of the model the trainer fits (no trainer: nothing to check)."""
-    if dm.trainer is None:
-        return
-    expected = dm.trainer.lightning_module.model.num_classes
-    if expected != len(classes):
+def _check_classes(classes: list[str], num_classes: int, base: Path) -> None:
+    """The folder's class count must be the one the DataModule was given (the model's)."""
+    if num_classes != len(classes):
         raise ValueError(f"{base / 'train'} holds {len(classes)} class folders but the model has "
-                         f"num_classes={expected}; set model.num_classes: {len(classes)} in the manifest")
+                         f"num_classes={num_classes}; set model.num_classes: {len(classes)} in the manifest")
 
 
 def image_folder(img_size: int, batch_size: int = 128, train_subset: int | None = None, root: str = "data",
@@ -100,8 +97,6 @@ class DecodedImageFolderDataModule(TensorDataModule):
     """A class-folder dataset decoded once (by the DataLoader workers): every image resized (shorter side,
     bicubic) and centre-cropped to img_size, then held as tensors like the other small datasets."""
 
-    in_chans = 3
-
     def __init__(self, img_size: int, batch_size: int = 128, train_subset: int | None = None,
                  root: str = "data", reason: str = "decoded once", folders: dict | None = None, **options):
         super().__init__(img_size, batch_size, train_subset, **options)
@@ -112,9 +107,7 @@ class DecodedImageFolderDataModule(TensorDataModule):
         from torchvision.transforms import InterpolationMode
 
         data = self.folders or _folders(self.base)
-        classes = data["train"].classes
-        _check_classes(self, classes, self.base)
-        self.num_classes = len(classes)
+        _check_classes(data["train"].classes, self.num_classes, self.base)
         tf = transforms.Compose([transforms.Resize(self.img_size, interpolation=InterpolationMode.BICUBIC),
                                  transforms.CenterCrop(self.img_size), transforms.ToTensor()])
         workers = self.num_workers if self.num_workers is not None else loader_workers()
@@ -143,7 +136,6 @@ class ImageFolderDataModule(SplitDataModule):
     img_size/0.875 and centre crop for evaluation; normalised with ImageNet's mean and std. The batch
     augmentation of SplitDataModule follows on the device, as on the device path."""
 
-    in_chans = 3
     folder, what, hint = "", "image folder", FOLDER_HELP  # folder: under data.root
 
     def __init__(self, img_size: int = 224, batch_size: int = 256, train_subset: int | None = None,
@@ -163,9 +155,7 @@ class ImageFolderDataModule(SplitDataModule):
         from torchvision.transforms import InterpolationMode
 
         data = self.folders or _folders(self.base, self.what, self.hint)
-        classes = data["train"].classes
-        _check_classes(self, classes, self.base)
-        self.num_classes = len(classes)
+        _check_classes(data["train"].classes, self.num_classes, self.base)
         norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         data["train"].transform = transforms.Compose([
             transforms.RandomResizedCrop(self.img_size, interpolation=InterpolationMode.BICUBIC),
@@ -190,7 +180,6 @@ class ImageNetDataModule(ImageFolderDataModule):
     images, ~700 GiB as float32 at 224 px). It cannot be downloaded automatically: a missing folder is an
     error that says where to put it."""
 
-    num_classes = 1000
     folder, what = "imagenet", "ImageNet"
     hint = ("Put the standard layout under {base}/ (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, val sorted "
             "into class folders); it cannot be downloaded automatically (image-net.org). `data.root` in the "

@@ -3,8 +3,9 @@ tensors on the device (TensorDataModule).
 
 Splits, fixed and independent of the run seed: the last 5,000 of the 60,000 training images are the
 validation split (55,000 train), the official 10,000 test images the test split. The files are
-torchvision's: downloaded into `<data.root>/<MNIST|FashionMNIST>/raw/` when online; offline, the error
-names that folder and the four idx files to put there.
+torchvision's: downloaded into `<data.root>/<MNIST|FashionMNIST>/raw/` by `prepare_data` when online (one
+process per node; `setup` only reads them); offline, the error names that folder and the four idx files
+to put there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 
 class MnistDataModule(TensorDataModule):
-    num_classes, in_chans = 10, 1
     torchvision_class = "MNIST"
     source = "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror)"
 
@@ -30,16 +30,21 @@ class MnistDataModule(TensorDataModule):
         super().__init__(img_size, batch_size, train_subset, **options)
         self.root = Path(root)
 
-    def _datasets(self):
+    def prepare_data(self) -> None:
+        """Download the files unless they are there (a module already set up has read them)."""
+        if not self.splits:
+            self._datasets(download=True)
+
+    def _datasets(self, download: bool = False):
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, self.torchvision_class)
         try:
-            return cls(str(self.root), train=True, download=True), cls(str(self.root), train=False)
+            return cls(str(self.root), train=True, download=download), cls(str(self.root), train=False)
         except (OSError, RuntimeError) as e:  # offline: every mirror failed (RuntimeError), or a bad file
-            raw = self.root / self.torchvision_class / "raw"
+            raw, verb = self.root / self.torchvision_class / "raw", "downloaded" if download else "read"
             raise FileNotFoundError(
-                f"{self.torchvision_class} is not in {raw} and could not be downloaded "
+                f"{self.torchvision_class} is not in {raw} and could not be {verb} "
                 f"({type(e).__name__}: {' '.join(str(e).split())[:300]}). Offline, put the four idx files "
                 f"there: {', '.join(FILES)} (uncompressed, or their .gz archives from "
                 f"{self.source}), or set data.root to the folder that holds "

@@ -4,7 +4,7 @@ the same cell, and a lock left by a killed process never blocks.
 A cell's lock is `<run dir>/.lock`, held with an OS advisory lock (`filelock`: fcntl/flock on POSIX,
 msvcrt on Windows) for as long as the cell trains. The kernel releases such a lock when its holder
 dies, however it dies (SIGKILL, OOM killer, power loss of a client), so a stale lock *file* is harmless:
-the next process simply acquires it, finds the cell's metrics.json still saying "running", and resumes
+the next process simply acquires it, finds the cell's record still saying "running", and resumes
 the cell from its last checkpoint. `holder.json` beside it names the holder (pid, host) for `plan`.
 Advisory locks are reliable on local disks; on NFS they depend on the server's lock daemon.
 No torch import: `plan` uses `is_running`.

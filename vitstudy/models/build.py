@@ -63,7 +63,8 @@ def build_model(spec: ModelSpec) -> VisionTransformer:
 
 def resolve_model(preset: str | None = None, **overrides) -> ModelSpec:
     """A ModelSpec from a preset name plus overrides (what `vitstudy profile` and tests use)."""
-    from vitstudy.config.presets import MODEL_DEFAULTS, preset_args
+    from vitstudy.config.model_spec import MODEL_DEFAULTS
+    from vitstudy.config.presets import preset_args
 
     args = dict(MODEL_DEFAULTS)
     if preset is not None:

@@ -33,11 +33,11 @@ class FeatureMLP(nn.Module):
 class FeatureAttention(nn.Module):
     owns_norm = True
 
-    def __init__(self, dim: int, grid: tuple[int, int], num_prefix_tokens: int, num_heads: int = 1):
+    def __init__(self, dim: int, grid: tuple[int, int], num_prefix_tokens: int):
         super().__init__()
         self.num_tokens = num_prefix_tokens + grid[0] * grid[1]
         self.norm = nn.LayerNorm(self.num_tokens, eps=1e-6)
-        self.attn = Attention(self.num_tokens, grid, 0, num_heads=num_heads)
+        self.attn = Attention(self.num_tokens, grid, 0, num_heads=1)  # one head over the features (§3.4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.attn(self.norm(x.transpose(1, 2)), grid=None)  # (B, C, T): C features attend

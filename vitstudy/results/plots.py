@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from vitstudy.results.groups import Group, short_axis
+from vitstudy.results.runs import metric_name
+from vitstudy.results.table import Report
 from vitstudy.runfolder import TB_DIR
-
-if TYPE_CHECKING:
-    from vitstudy.results.report import Group, Report
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,16 +29,14 @@ def _pyplot():
     return plt
 
 
-def label(report: "Report", g: "Group") -> str:
-    from vitstudy.results.report import _short
-
-    parts = [f"{_short(a)}={g.label.get(a)}" for a in report.axes if g.label.get(a) is not None]
+def label(report: Report, g: Group) -> str:
+    parts = [f"{short_axis(a)}={g.label.get(a)}" for a in report.axes if g.label.get(a) is not None]
     return ", ".join(parts) or "all runs"
 
 
 def colors(n: int) -> list:
     """n distinct colours: matplotlib's tab10 up to 10 rows, tab20 beyond (no colour used twice)."""
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -46,15 +44,16 @@ def colors(n: int) -> list:
 ANNOTATE_AT_MOST = 8  # more rows than this: a colour legend instead of a label beside every point
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save(fig, stem: Path) -> list[Path]:
+    """The figure as <stem>.png and <stem>.svg; closes it."""
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
-def _mixer(g: "Group") -> str:
+def _mixer(g: Group) -> str:
     for r in g.runs:
         mixer = ((r.record.get("spec") or {}).get("model") or {}).get("mixer")
         if mixer:
@@ -62,10 +61,8 @@ def _mixer(g: "Group") -> str:
     return "?"
 
 
-def accuracy_vs_cost(report: "Report", stem: Path) -> list[Path]:
-    from vitstudy.results.report import metric_name
-
-    plt = _pyplot()
+def accuracy_vs_cost(report: Report, stem: Path) -> list[Path]:
+    plt = pyplot()
     metric = report.metrics[0]
     points = [(g, g.mean(metric), g.std(metric) or 0.0, g.cost("params"), g.cost("macs"))
               for g in report.groups]
@@ -102,7 +99,7 @@ def accuracy_vs_cost(report: "Report", stem: Path) -> list[Path]:
                    frameon=False)
     fig.suptitle(f"{report.title}: accuracy against model size and compute" if report.title
                  else "accuracy against model size and compute")
-    return _save(fig, stem)
+    return save(fig, stem)
 
 
 def _si(v: float) -> str:
@@ -132,8 +129,8 @@ def val_curve(run_dir: Path, tag: str = "val/acc1") -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
-def val_acc_vs_epoch(report: "Report", stem: Path) -> list[Path]:
-    plt = _pyplot()
+def val_acc_vs_epoch(report: Report, stem: Path) -> list[Path]:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drawn = 0
     palette = colors(len(report.groups))
@@ -159,10 +156,10 @@ def val_acc_vs_epoch(report: "Report", stem: Path) -> list[Path]:
                   title_fontsize=8)
     ax.set_title(f"{report.title}: validation accuracy during training" if report.title
                  else "validation accuracy during training")
-    return _save(fig, stem)
+    return save(fig, stem)
 
 
-def plot_all(report: "Report", out_dir: Path) -> list[Path]:
+def plot_all(report: Report, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return accuracy_vs_cost(report, out_dir / "accuracy_vs_cost") + \
         val_acc_vs_epoch(report, out_dir / "val_acc_vs_epoch")

@@ -30,8 +30,8 @@ def init_from_phase(model: nn.Module, spec: RunSpec, run_dir: Path) -> None:
     """Overwrite `model` (built from spec.model) with phase 1's final weights through the transfer."""
     first = phase_one_dir(spec, run_dir)
     record = runfolder.read_record(first)
-    if record.get("status") != "done" or not (first / CKPT_FILE).exists():
-        status = record.get("status", "pending")
+    status = runfolder.record_status(record)
+    if status != "done" or not (first / CKPT_FILE).exists():
         raise PhaseNotDoneError(f"phase 1 run {first} is not done (status {status!r}); "
                                 "run the grid again: the executor trains phase 1 first")
     spec1 = ModelSpec(**record["spec"]["model"])

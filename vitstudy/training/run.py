@@ -1,9 +1,11 @@
 """Train one cell: seed → DataModule + LightningModule → Trainer.fit/test → files on disk.
 
-Writes `<run_dir>/spec.yaml`, `metrics.json` (status, spec, final metrics, cost), TensorBoard events
-under `tb/` and `last.ckpt`, every file atomically. A run whose folder holds a `last.ckpt` but no
-finished `metrics.json` resumes from that checkpoint. `run_cell` never raises for a failing cell: it
-records the failure (category, message, traceback in `traceback.txt`) so the rest of a grid goes on.
+Writes `<run_dir>/spec.yaml`, `metrics.json` (status, spec, final metrics, best epoch, cost), TensorBoard
+events under `tb/` and `last.ckpt`, every file atomically. After testing, the best-validation checkpoint is
+tested too (the `best` part of the record) and inference is timed on one test batch. A run whose folder
+holds a `last.ckpt` but no finished `metrics.json` resumes from that checkpoint. `run_cell` never raises
+for a failing cell: it records the failure (category, message, traceback in `traceback.txt`) so the rest
+of a grid goes on.
 """
 
 from __future__ import annotations
@@ -18,19 +20,19 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vitstudy import runfolder as files
 from vitstudy.config.spec import RunSpec
 from vitstudy.data.base import datamodule_for
 from vitstudy.models.cost import model_cost
-from vitstudy.runfolder import CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
-from vitstudy.training.monitor import RunMonitor, best_checkpoint, build_loggers, collect
+from vitstudy.runfolder import BEST_FILE, CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
+from vitstudy.training.callbacks import RunMonitor, cell_callbacks, checkpoint_position
+from vitstudy.training.loggers import build_loggers
 from vitstudy.training.provenance import DDP_CELL_ENV, environment
 from vitstudy.training.quiet import expected_warnings_ignored, quiet_lightning
-from vitstudy.training.resume import RngState, checkpoint_position
-from vitstudy.training.system import DivergedError, ImageClassifier
+from vitstudy.training.system import DivergedError, system_for
+from vitstudy.training.throughput import inference_throughput
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -83,7 +85,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
 
     t = spec.train
     dm = datamodule_for(spec)
-    system = build_system(spec)
+    system = system_for(spec)
     if t.init_from and not ckpt.exists():  # phase 2 (vitstudy.config.phases); resumed, it loads its own ckpt
         from vitstudy.training.phase_init import init_from_phase
 
@@ -104,7 +106,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         trainer.test(system, datamodule=dm, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
         paths = sorted(set(system.model.attention_paths()))  # before `collect` runs other forwards
-        measured = collect(trainer, system, dm, monitor, run_dir, metrics)
+        measured = _measured(trainer, system, dm, monitor, run_dir, metrics)
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
                      pipeline=dm.pipeline, peak_lr=system.peak_lr(), **attempt)
@@ -122,25 +124,6 @@ def follow_ddp_cell() -> int:
     return 0 if run_cell(spec, Path(run_dir), progress=False)["status"] == "done" else 1
 
 
-def build_system(spec: RunSpec) -> ImageClassifier:
-    """The LightningModule of a RunSpec (model and training recipe; the data side is datamodule_for)."""
-    t = spec.train
-    return ImageClassifier(
-        model=spec.model.model_dump(mode="json"), lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
-        warmup_epochs=t.warmup_epochs, label_smoothing=t.label_smoothing, betas=t.betas,
-        batch_size=spec.data.batch_size, lr_base_batch=t.lr_base_batch, cooldown_epochs=t.cooldown_epochs,
-        mixup=t.mixup, cutmix=t.cutmix, mixup_prob=t.mixup_prob, mixup_switch_prob=t.mixup_switch_prob,
-        ema_decay=t.ema_decay, compile=t.compile, grad_clip=t.grad_clip)
-
-
-def cell_callbacks(run_dir: Path, monitor: RunMonitor) -> list:
-    """What every cell's Trainer carries: last.ckpt after every epoch (save_last=True alone writes it
-    only when training ends), the run monitor, best.ckpt, and the RNG state in the checkpoints."""
-    return [ModelCheckpoint(dirpath=run_dir, filename=CKPT_FILE.removesuffix(".ckpt"), save_top_k=1,
-                            enable_version_counter=False),
-            monitor, best_checkpoint(run_dir), RngState()]
-
-
 def build_trainer(spec: RunSpec, run_dir: Path, progress: bool, callbacks: list, **overrides) -> L.Trainer:
     """The Trainer of a RunSpec: accelerator, devices, strategy, nodes and precision from the manifest.
     The DataModules shard and shuffle their own data (the same way on both pipelines), so Lightning's
@@ -155,6 +138,35 @@ def build_trainer(spec: RunSpec, run_dir: Path, progress: bool, callbacks: list,
         use_distributed_sampler=False)
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
+
+
+def _measured(trainer: L.Trainer, system: L.LightningModule, datamodule, monitor: RunMonitor,
+              run_dir: Path, final: dict[str, float]) -> dict:
+    """After fit and test: the `best`, throughput and memory parts of the record. Tests the best
+    checkpoint (without logging it) unless the best epoch is the last, and times inference on one
+    test batch."""
+    best = dict(monitor.best_epoch())
+    last_epoch = monitor.history[-1]["epoch"] if monitor.history else None
+    test_keys = [k for k in final if k.startswith("test/")]
+    if best and best["epoch"] != last_epoch and (run_dir / BEST_FILE).exists():
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            trainer.test(system, datamodule=datamodule, ckpt_path=run_dir / BEST_FILE, verbose=False,
+                         weights_only=True)
+        finally:
+            trainer.loggers = loggers
+        best.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    elif best:
+        best.update({k: final[k] for k in test_keys})
+
+    images = next(iter(datamodule.test_dataloader()))[0].to(system.device)
+    infer = inference_throughput(system.model, images, autocast=trainer.precision_plugin.forward_context,
+                                 min_time=0.2, max_iters=20)
+    peak, kind = monitor.peak_memory(system.device)
+    train = monitor.train_images / monitor.train_seconds if monitor.train_seconds else None
+    return {"best": best,
+            "cost": {"train_img_s": train, "infer_img_s": infer, "infer_batch_size": len(images),
+                     "peak_mem_mib": round(peak, 1), "peak_mem_kind": kind}}
 
 
 def _scalars(metrics: dict) -> dict[str, float]:

@@ -1,21 +1,22 @@
 """The LightningModule: what one training run optimises and measures, separate from the model.
 
 Cross-entropy with label smoothing, or, with Mixup/CutMix (timm's, one λ per batch as in DeiT), the
-cross-entropy against the mixed soft targets; AdamW with weight decay on weight matrices only (not on
-biases, norms, position embeddings or the class token, as in timm/DeiT), its lr optionally scaled by the
-global batch (DeiT: lr × batch / 512); a per-step schedule of linear warm-up, cosine decay to `min_lr`
-and an optional cool-down at `min_lr`; an optional EMA of the weights (timm's ModelEmaV3), evaluated
-next to the live weights under val/ema_* and test/ema_*. Top-1/top-5 accuracy (torchmetrics) in
-percent under train/loss, val/loss, val/acc1, val/acc5, test/acc1, test/acc5, lr.
+cross-entropy against the mixed soft targets; AdamW with weight decay on weight matrices only (the loss and
+the optimizer are vitstudy.training.step's, which `vitstudy profile` and `vitstudy bench` time), its lr
+optionally scaled by the global batch (DeiT: lr × batch / 512); a per-step schedule of linear warm-up,
+cosine decay to `min_lr` and an optional cool-down at `min_lr`; an optional EMA of the weights (timm's
+ModelEmaV3), evaluated next to the live weights under val/ema_* and test/ema_*. Top-1/top-5 accuracy
+(torchmetrics) in percent under train/loss, val/loss, val/acc1, val/acc5, test/acc1, test/acc5, lr.
 
 The hot path stays free of host synchronisation and of per-step logging: the training loss is summed
 on the device and logged every `log_every_n_steps` steps and per epoch. A non-finite training loss stops
 the run with `DivergedError` (checked at those points). Init arguments are primitives, so checkpoints
-reload with weights_only.
+reload with weights_only; all are required, and `system_for` fills them from a RunSpec in one place.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import lightning as L
@@ -24,11 +25,10 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from vitstudy.config.spec import ModelSpec
+from vitstudy.config.spec import ModelSpec, RunSpec
 from vitstudy.data.augment import build_mixup
 from vitstudy.models.build import build_model
-
-NO_WEIGHT_DECAY = ("cls_token", "pos_embed")  # besides biases and norm weights (ndim <= 1)
+from vitstudy.training.step import adamw, cross_entropy
 
 
 class DivergedError(RuntimeError):
@@ -44,26 +44,15 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
 
 
 class ImageClassifier(L.LightningModule):
-    def __init__(
-        self,
-        model: dict,
-        lr: float = 1e-3,
-        min_lr: float = 1e-5,
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 0.0,
-        label_smoothing: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.999),
-        batch_size: int | None = None,
-        lr_base_batch: int | None = None,
-        cooldown_epochs: int = 0,
-        mixup: float = 0.0,
-        cutmix: float = 0.0,
-        mixup_prob: float = 1.0,
-        mixup_switch_prob: float = 0.5,
-        ema_decay: float | None = None,
-        compile: bool = False,
-        grad_clip: float | None = None,
-    ):
+    """The system of one cell. Its arguments are the spec's model (as plain data), the per-process batch
+    size and the TrainSpec fields of the same names, all required: `system_for` fills them from a RunSpec,
+    so no training default lives here."""
+
+    def __init__(self, *, model: dict, batch_size: int, lr: float, min_lr: float, weight_decay: float,
+                 warmup_epochs: float, label_smoothing: float, betas: tuple[float, float],
+                 lr_base_batch: int | None, cooldown_epochs: int, mixup: float, cutmix: float,
+                 mixup_prob: float, mixup_switch_prob: float, ema_decay: float | None, compile: bool,
+                 grad_clip: float | None):
         super().__init__()
         self.save_hyperparameters()
         # one explicit optimizer step per batch: Lightning's automatic optimization wraps it in a
@@ -105,7 +94,7 @@ class ImageClassifier(L.LightningModule):
         cross-entropy against the mixed soft targets."""
         x, y = batch
         if self.mixup is None:
-            return F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+            return cross_entropy(self(x), y, self.hparams.label_smoothing)
         if len(y) % 2:  # timm mixes each image with its mirror in the batch: it needs an even batch
             x, y = x[:-1], y[:-1]
         x, soft = self.mixup(x, y)
@@ -186,17 +175,7 @@ class ImageClassifier(L.LightningModule):
         """AdamW over the model's parameters (decay on weight matrices only) and its per-step lr
         schedule for a run of `total_steps` optimizer steps over `epochs` epochs."""
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY
-                (no_decay if skip else decay).append(p)
-        # the fused kernel (CPU and CUDA) is ~5× faster than the per-tensor loop torch uses by default
-        # on CPU: 0.24 vs 1.12 ms per step for the default grid's model
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.peak_lr(),
-                                betas=hp.betas, fused=fused)
+        opt = adamw(self.model, lr=self.peak_lr(), weight_decay=hp.weight_decay, betas=hp.betas)
         per_epoch = total_steps / max(1, epochs)
         warmup, cooldown = round(hp.warmup_epochs * per_epoch), round(hp.cooldown_epochs * per_epoch)
         min_ratio = min(1.0, hp.min_lr / self.peak_lr())
@@ -208,3 +187,15 @@ class ImageClassifier(L.LightningModule):
         trainer = self.trainer
         opt, sched = self.optimizer_and_schedule(trainer.estimated_stepping_batches, trainer.max_epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# the system's arguments that are not TrainSpec fields: given by `system_for` from the rest of the spec
+NOT_FROM_TRAIN = ("model", "batch_size")
+
+
+def system_for(spec: RunSpec) -> ImageClassifier:
+    """The LightningModule of a RunSpec: its model, its per-process batch size, and every other argument
+    from the TrainSpec field of the same name (the data side is vitstudy.data.base.datamodule_for)."""
+    names = [n for n in inspect.signature(ImageClassifier).parameters if n not in NOT_FROM_TRAIN]
+    return ImageClassifier(model=spec.model.model_dump(mode="json"), batch_size=spec.data.batch_size,
+                           **{name: getattr(spec.train, name) for name in names})

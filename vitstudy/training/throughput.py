@@ -1,15 +1,17 @@
 """Measured speed of a model on this machine's device: inference and training images per second with
-random images, and peak memory; what `vitstudy profile MANIFEST` and every run's metrics.json report
-beside the static params and MACs (vitstudy.models.cost).
+random images, and peak memory; what `vitstudy profile MANIFEST` reports beside the static params and
+MACs (vitstudy.models.cost), and every run's metrics.json for inference. A training step is timed as a
+cell takes it (vitstudy.training.step: label-smoothed loss, fused AdamW with decay on weight matrices).
 """
 
 from __future__ import annotations
 
 import torch
 
-from vitstudy.config.spec import ModelSpec
+from vitstudy.config.spec import ModelSpec, TrainSpec
 from vitstudy.models.build import build_model
 from vitstudy.models.cost import model_cost
+from vitstudy.training.step import train_step
 
 
 def sync(device: torch.device) -> None:
@@ -55,28 +57,20 @@ def inference_throughput(model: torch.nn.Module, images: torch.Tensor, autocast=
 
 
 def training_throughput(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                        autocast=None, min_time: float = 0.3, max_iters: int = 50, warmup: int = 2) -> float:
-    """Training steps (forward, cross-entropy, backward, AdamW step) per second × batch size, on a copy
-    of the optimizer state that is thrown away (the model's weights do change)."""
-    from contextlib import nullcontext
-
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-
-    def step():
-        with (autocast() if autocast else nullcontext()):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+                        train: TrainSpec, min_time: float = 0.3, max_iters: int = 50,
+                        warmup: int = 2) -> float:
+    """Training steps of a cell with recipe `train` (vitstudy.training.step.train_step: forward,
+    label-smoothed cross-entropy, backward, fused AdamW step) per second × batch size, with an optimizer
+    that is thrown away afterwards (the model's weights do change)."""
+    step = train_step(model, images, labels, train)
     return _timed(step, images.device, len(images), min_time, max_iters, warmup)
 
 
 def measure_cost(spec: ModelSpec, batch_size: int, device: str | torch.device = "cpu",
-                 min_time: float = 0.3) -> dict:
+                 min_time: float = 0.3, train: TrainSpec | None = None) -> dict:
     """Params, MACs and measured inference and training images/s of a freshly built model, with
-    random images, on `device`; and its peak memory there (CUDA) in MiB. No data, no training."""
+    random images, on `device`; and its peak memory there (CUDA) in MiB. Training steps are those of
+    the recipe `train` (None: TrainSpec's defaults). No data, no training."""
     device = torch.device(device)
     cost = model_cost(spec).as_dict()
     model = build_model(spec).to(device)
@@ -86,7 +80,7 @@ def measure_cost(spec: ModelSpec, batch_size: int, device: str | torch.device = 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     infer = inference_throughput(model, images, min_time=min_time)
-    train = training_throughput(model, images, labels, min_time=min_time)
+    trained = training_throughput(model, images, labels, train or TrainSpec(), min_time=min_time)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {**cost, "batch_size": batch_size, "device": device.type,
-            "infer_img_s": infer, "train_img_s": train, "peak_mem_mib": peak}
+            "infer_img_s": infer, "train_img_s": trained, "peak_mem_mib": peak}

@@ -1,1 +1,1 @@
-"""Executors run the cells of a grid and know nothing about models: each cell is `train.run_cell`."""
+"""Executors run the cells of a grid and know nothing about models: each cell is `training.run.run_cell`."""

@@ -37,12 +37,13 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
     out = Path(out)
     dirs = {cell.run_id + cell.grid: grid.cell_dir(out, cell) for cell in grid.cells}
     records = {key: files.read_record(d) for key, d in dirs.items()}
-    walls = [r["wall_time_s"] for r in records.values() if r.get("status") == "done" and r.get("wall_time_s")]
+    walls = [r["wall_time_s"] for r in records.values()
+             if files.record_status(r) == "done" and r.get("wall_time_s")]
     workers = workers or cells_at_once()
     progress = Progress(grid.name, len(grid.cells), workers, echo, walls)
     todo: list[Cell] = []
     for cell in grid.cells:
-        if records[cell.run_id + cell.grid].get("status") == "done":
+        if files.record_status(records[cell.run_id + cell.grid]) == "done":
             progress.counts["skipped"] += 1
         else:
             todo.append(cell)
@@ -132,7 +133,7 @@ def _pool(cells, dirs, progress, deferred, fail_fast, retry_failed, workers) -> 
                 try:
                     outcome, record, trained = future.result()
                 except Exception as e:  # noqa: BLE001 - a worker died (segfault, OOM killer)
-                    # the cell's metrics.json still says "running": the next run-grid resumes it
+                    # the cell's record still says "running": the next run-grid resumes it
                     outcome, record, trained = "worker died", {"error": {"message": repr(e)}}, True
                 failed = _handle(cell, outcome, record, trained, progress, deferred)
                 failed = failed or outcome == "worker died"

@@ -1,12 +1,12 @@
 """Run a grid's cells on a Ray cluster: one Ray task per cell, asking for `cpus_per_cell` CPUs and
 `gpus_per_cell` GPUs, so Ray packs as many cells at once as the cluster's resources allow. Each task
 runs `worker.attempt` — the local executor's code path: the cell's lock, skip when done,
-`train.run_cell`, resume from last.ckpt — in the results folder, which every node must see (a shared
+`training.run.run_cell`, resume from last.ckpt — in the results folder, which every node must see (a shared
 file system, as on a SLURM cluster). `address` joins an existing cluster ("auto", "ray://host:10001");
 without it Ray starts a local one for the duration of the grid.
 
 The driver waits for every task; should it die, the cells its tasks were training keep their
-metrics.json ("running") and last.ckpt and resume on the next run-grid, whatever the backend.
+record ("running") and last.ckpt and resume on the next run-grid, whatever the backend.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
     out = Path(out).resolve()
     dirs = {c.run_id + c.grid: grid.cell_dir(out, c) for c in grid.cells}
     records = {k: files.read_record(d) for k, d in dirs.items()}
-    walls = [r["wall_time_s"] for r in records.values() if r.get("status") == "done" and r.get("wall_time_s")]
+    walls = [r["wall_time_s"] for r in records.values()
+             if files.record_status(r) == "done" and r.get("wall_time_s")]
     progress = Progress(grid.name, len(grid.cells), 1, echo, walls)
     todo = []
     for cell in grid.cells:
-        if records[cell.run_id + cell.grid].get("status") == "done":
+        if files.record_status(records[cell.run_id + cell.grid]) == "done":
             progress.counts["skipped"] += 1
         else:
             todo.append(cell)
@@ -107,8 +108,6 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
             ray.shutdown()
     progress.counts["not run"] += len(grid.cells) - progress.finished
     return progress
-
-
 
 
 def default_cpus_per_cell() -> int:

@@ -1,6 +1,6 @@
 """Run a grid's pending cells on a SLURM cluster: one job array, submitted through submitit, one array
 task per cell, at most `max_concurrent` tasks at once. Each task runs `worker.attempt` — the local
-executor's code path: the cell's lock, skip when done, `train.run_cell`, resume from last.ckpt.
+executor's code path: the cell's lock, skip when done, `training.run.run_cell`, resume from last.ckpt.
 
 State lives in the results folder, not in the submitting process: `run-grid --backend slurm` submits
 and exits, `vitstudy plan` shows progress, `--wait` follows the jobs until none is queued. The array's
@@ -12,8 +12,8 @@ train it and the other finds it locked or done.
 Preemption and time limits: submitit asks SLURM for a signal (USR2) `signal_delay_s` before the end and
 then requeues the task (`submitit.helpers.Checkpointable`); a task requeued any other way
 (`scontrol requeue`, a node failure) gets SIGTERM, which ends the attempt as "interrupted" (the cell's
-metrics.json still says running, its lock is released), and the requeued task resumes the cell from its
-last.ckpt: metrics.json then counts `attempt` 2 and names the checkpoint in `resumed_from`.
+record still says running, its lock is released), and the requeued task resumes the cell from its
+last.ckpt: its record then counts `attempt` 2 and names the checkpoint in `resumed_from`.
 
 Multi-GPU cells: `gpus_per_cell` G > 1 asks for G tasks on one node with a GPU each, so that Lightning's
 SLURM environment starts DDP with one process per GPU (the spec's `train.devices` must equal G); rank 0
@@ -95,11 +95,8 @@ def in_queue(grid: Grid, out: Path) -> dict[str, str]:
     return {run_id: job for run_id, job in jobs.items() if job in live}
 
 
-
-
 def pending_cells(grid: Grid, out: Path, retry_failed: bool) -> tuple[list[Cell], dict[str, str]]:
     """The cells to submit (not done, not failed unless retrying, not already queued) and the queued ones."""
-
     queued = in_queue(grid, out)
     todo = []
     for cell in grid.cells:
@@ -179,8 +176,9 @@ def _array(grid: Grid, out: Path, todo: list[Cell], options: SlurmOptions, retry
     return {c.run_id: j.job_id for c, j in zip(todo, jobs, strict=True)}
 
 
-def wait(grid: Grid, out: Path, poll_s: float = 5.0, echo: Callable[[str], None] = print) -> None:
-    """Return once SLURM holds no task of this grid, printing the counts by status as they change."""
+def wait(grid: Grid, out: Path, poll_s: float = 5.0, echo: Callable[[str], None] = print) -> dict[str, int]:
+    """Return once SLURM holds no task of this grid, printing the counts by status as they change; the
+    final counts (status → cells)."""
     last = None
     while True:
         queued = in_queue(grid, out)
@@ -194,7 +192,7 @@ def wait(grid: Grid, out: Path, poll_s: float = 5.0, echo: Callable[[str], None]
             echo(line)
             last = line
         if not queued:
-            return
+            return counts
         time.sleep(poll_s)
 
 
@@ -232,7 +230,7 @@ class CellTask(_Base):
                 return outcome
             return _follow(spec, Path(run_dir), retry_failed)
         except (Terminated, KeyboardInterrupt):
-            return "interrupted"  # metrics.json says running; the requeued task resumes from last.ckpt
+            return "interrupted"  # its record says running; the requeued task resumes from last.ckpt
 
 
 def _follow(spec, run_dir: Path, retry_failed: bool) -> str:

@@ -1,6 +1,6 @@
 """One attempt at one cell, as run by the local executor in its own process or in a spawned worker:
 take the cell's lock, skip it if it is finished (or failed, unless retrying), else train it with
-`train.run_cell`, which resumes from last.ckpt when an earlier attempt was interrupted.
+`training.run.run_cell`, which resumes from last.ckpt when an earlier attempt was interrupted.
 
 Importing this module imports no torch, so a spawned worker can pin its GPU (CUDA_VISIBLE_DEVICES)
 and its CPU threads before torch loads.
@@ -60,7 +60,7 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
         return "locked", None, False
     try:
         record = files.read_record(run_dir)
-        status = record.get("status", "pending")
+        status = files.record_status(record)
         if status == "done":
             return "skipped", record, False
         if status in FAILURES:
@@ -80,7 +80,7 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
 
 
 def _clear(run_dir: Path) -> None:
-    """Everything of a failed attempt but its lock and its metrics.json (which counts the attempts)."""
+    """Everything of a failed attempt but its lock and its record (which counts the attempts)."""
     for path in run_dir.iterdir():
         if path.name in (LOCK_FILE, HOLDER_FILE, METRICS_FILE):
             continue

@@ -1,0 +1,93 @@
+"""What is wrong with a manifest: every problem at once, each naming its file, line and dotted key path.
+
+The parsing functions of the manifest layer report into one `Problems` collector (its `bad(path,
+message)`), so one reading of a manifest lists everything wrong with it; `ManifestError` renders the
+list. A problem says what would be valid (`explain` turns pydantic's errors into such sentences).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from vitstudy.registry import unknown_name
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # dotted key path in the manifest, e.g. "grid.model.head[1]"
+    message: str
+    line: int | None = None
+    file: str | None = None  # set when the problem is in an included manifest
+
+
+class ManifestError(Exception):
+    """Everything wrong with one manifest, reported at once."""
+
+    def __init__(self, file: str | Path, problems: list[Problem]):
+        self.file, self.problems = str(file), problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.file}: {len(self.problems)} problem(s); nothing was run"]
+        for p in self.problems:
+            file = p.file or self.file
+            where = f"{file}:{p.line}" if p.line else file
+            lines.append(f"  {where}: {p.path}: {p.message}")
+        return "\n".join(lines)
+
+
+class CellError(Exception):
+    """The problems of one cell's spec, as (YAML key path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+
+
+class Problems:
+    """The problems found so far in one manifest; `line(path)` is the YAML line of a key path."""
+
+    def __init__(self, file: str | Path, line: Callable[[tuple], int | None]):
+        self.file, self.line, self.found = file, line, []
+
+    def bad(self, path: tuple, message: str) -> None:
+        """Report one problem at a key path (each once)."""
+        problem = Problem(dotted(path), message, self.line(path))
+        if problem not in self.found:
+            self.found.append(problem)
+
+    def cell(self, error: CellError) -> None:
+        for path, message in error.problems:
+            self.bad(path, message)
+
+    def include(self, error: ManifestError) -> None:
+        """An included manifest's problems, each naming that manifest's file."""
+        self.found.extend(Problem(p.path, p.message, p.line, p.file or error.file) for p in error.problems)
+
+    def check(self) -> None:
+        """Raise ManifestError listing every problem, if there is one."""
+        if self.found:
+            raise ManifestError(self.file, self.found)
+
+
+Bad = Callable[[tuple, str], None]  # Problems.bad, the callback the parsing functions report through
+
+
+def dotted(path: tuple) -> str:
+    """A YAML key path as text: ("grid", "model.head", 1) -> "grid.model.head[1]"."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def explain(err: dict[str, Any], model: type | None) -> str:
+    """One pydantic error as a sentence that says what would be valid."""
+    field_name = str(err["loc"][-1]) if err["loc"] else ""
+    if err["type"] == "extra_forbidden" and model is not None:
+        return unknown_name("option", field_name, model.model_fields)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return "required, but not given"
+    return f"{msg} (got {err['input']!r})" if "input" in err and err["type"] != "value_error" else msg

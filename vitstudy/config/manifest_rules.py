@@ -1,0 +1,249 @@
+"""The parts of a manifest besides its grid, checked: sections, seeds, exclude and expect rules, phases,
+smoke overrides and includes (their syntax: vitstudy.config.manifest's docstring).
+
+Each function takes the raw YAML value and the `bad(path, message)` callback of the manifest's Problems,
+reports everything wrong, and returns what is usable, so one reading lists every problem. A rule's
+`match` is a mapping of resolved-spec keys (`section.field`, or `seed`) to a value or a list of values.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from vitstudy.config.errors import Bad, ManifestError, Problems
+from vitstudy.config.phases import TRANSFERS
+from vitstudy.config.spec import SECTIONS
+from vitstudy.registry import unknown_name
+
+PHASE_SET = (("train", "init_from"), ("train", "transfer"))  # what a phase rule sets itself
+
+
+def section_dicts(value: Any, path: tuple, bad: Bad, what: str) -> dict[str, dict]:
+    """{section: {field: value}} of `defaults`, `smoke` or a phase rule (sections: SECTIONS)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        bad(path, f"{what} is a mapping of sections ({', '.join(SECTIONS)})")
+        return {}
+    out = {}
+    for section, fields in value.items():
+        if section not in SECTIONS:
+            bad(path + (section,), unknown_name("section", section, SECTIONS))
+        elif not isinstance(fields, dict):
+            bad(path + (section,), f"{section} is a mapping of {section} options, got {fields!r}")
+        else:
+            out[section] = fields
+    return out
+
+
+def seeds(value: Any, path: tuple, bad: Bad) -> list[int]:
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
+                                                      and s >= 0 for s in value)):
+        bad(path, f"{value!r}: seeds is a non-empty list of non-negative integers, e.g. [0, 1, 2]")
+        return []
+    if len(set(value)) != len(value):
+        bad(path, f"{value!r} repeats a seed")
+    return value
+
+
+def smoke(value: Any, bad: Bad) -> tuple[dict[str, dict], list[int] | None]:
+    """`smoke:`'s section overrides and its seeds (None: the manifest's)."""
+    if value is None:
+        return {}, None
+    if not isinstance(value, dict):
+        bad(("smoke",), f"smoke is a mapping of sections ({', '.join(SECTIONS)}) and/or seeds")
+        return {}, None
+    smoke_seeds = seeds(value["seeds"], ("smoke", "seeds"), bad) if "seeds" in value else None
+    rest = {k: v for k, v in value.items() if k != "seeds"}
+    sections = section_dicts(rest, ("smoke",), bad, "smoke")
+    for section, fields in sections.items():
+        valid = SECTIONS[section].model_fields
+        for f in fields:
+            if f not in valid:
+                bad(("smoke", section, f), unknown_name(f"{section} option", f, valid))
+    return sections, smoke_seeds
+
+
+def rules(value: Any, kind: str, bad: Bad) -> list[dict]:
+    """exclude: [{key: value, ...}]; expect: [{match: {key: value}, metric: number, source: str}].
+    Each usable rule as {"match", "values" (metric -> float), "source"}."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        example = ("[{model.head: cls, model.position: none}]" if kind == "exclude"
+                   else "[{match: {model.preset: deit_tiny}, test/acc1: 72.2}]")
+        bad((kind,), f"{kind} is a list of rules, e.g. {example}")
+        return []
+    out = []
+    for i, rule in enumerate(value):
+        if not isinstance(rule, dict) or (kind == "exclude" and not rule):
+            bad((kind, i), f"{rule!r}: a rule is a mapping" + (
+                " of spec keys to values" if kind == "exclude" else " with `match` and metric values"))
+            continue
+        match = rule if kind == "exclude" else rule.get("match", {})
+        mpath = (kind, i) if kind == "exclude" else (kind, i, "match")
+        if not isinstance(match, dict):
+            bad(mpath, f"{match!r}: match is a mapping of spec keys (e.g. model.preset) to values")
+            continue
+        good = _match_keys_known(match, mpath, bad)
+        values, source = {}, None
+        if kind == "expect":
+            values, source, numbers_ok = _expect_values(rule, (kind, i), bad)
+            good = good and numbers_ok
+        if good:
+            out.append({"match": match, "values": values, "source": source})
+    return out
+
+
+def _match_keys_known(match: dict, path: tuple, bad: Bad) -> bool:
+    """Whether every key of a rule's match is a spec key (reporting every one that is not)."""
+    good = True
+    for key in match:
+        section, _, fld = str(key).partition(".")
+        if key == "seed":
+            continue
+        if section not in SECTIONS or not fld:
+            bad(path + (key,), f"keys are 'section.field' (section in {', '.join(SECTIONS)}) or 'seed'")
+            good = False
+        elif fld not in SECTIONS[section].model_fields:
+            bad(path + (key,), unknown_name(f"{section} field", fld, SECTIONS[section].model_fields))
+            good = False
+    return good
+
+
+def _expect_values(rule: dict, path: tuple, bad: Bad) -> tuple[dict[str, float], str | None, bool]:
+    """An expect rule's metric values, its source, and whether every value is a number and there is at
+    least one (reporting each problem)."""
+    values, source, ok = {}, None, True
+    for key, value in rule.items():
+        if key == "match":
+            continue
+        if key == "source":
+            if not isinstance(value, str):
+                bad(path + (key,), f"{value!r}: source is a string (a citation)")
+            source = str(value)
+            continue
+        number = _number(value)  # YAML 1.1 reads 5.7e6 (no sign in the exponent) as a string
+        if number is None:
+            bad(path + (key,), f"{value!r}: an expected value is a finite number "
+                               "(e.g. test/acc1: 72.2, params: 5.7e6)")
+            ok = False
+        else:
+            values[str(key)] = number
+    if not values:
+        bad(path, "an expect rule gives at least one metric value, e.g. test/acc1: 72.2")
+        ok = False
+    return values, source, ok
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from an int, a float or a numeric string ("5.7e6"), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def matches(match: dict, spec: dict) -> bool:
+    """Whether a resolved spec (as JSON data) has every key's value; a list value means any of."""
+    for key, want in match.items():
+        section, _, fld = key.partition(".")
+        have = _hashable(spec["seed"] if key == "seed" else spec.get(section, {}).get(fld))
+        if not any(have == _hashable(w) for w in (want if isinstance(want, list) else [want])):
+            return False
+    return True
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def expected(expects: list[dict], semantic: dict, used: set) -> tuple[dict[str, float], str | None]:
+    """The reference values (and their source) of every expect rule matching a resolved spec; later
+    rules win. Adds the matching rules' indices to `used`."""
+    expect: dict[str, float] = {}
+    source = None
+    for i, rule in enumerate(expects):
+        if matches(rule["match"], semantic):
+            used.add(i)
+            expect.update(rule["values"])
+            source = rule["source"] or source
+    return expect, source
+
+
+def phase_rules(value: Any, bad: Bad) -> list[dict]:
+    """phases: [{match: {key: value}, transfer: name, <section>: {...}}]; each usable rule as
+    {"match", "transfer", "sections"}."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        bad(("phases",), "phases is a list of rules, e.g. [{match: {model.mixer: conv}, "
+                         "transfer: conv_to_attention, train: {epochs: 300}}]")
+        return []
+    out = []
+    for i, rule in enumerate(value):
+        if not isinstance(rule, dict) or rule.get("transfer") not in TRANSFERS:
+            got = rule.get("transfer") if isinstance(rule, dict) else rule
+            bad(("phases", i) + (("transfer",) if isinstance(rule, dict) else ()),
+                f"{got!r}: a phase rule is a mapping with `transfer` (one of {', '.join(TRANSFERS)}), "
+                "optionally `match` and phase-2 sections")
+            continue
+        match = rule.get("match", {})
+        # the match is checked as an expect rule's (with a dummy value), its problems at this rule's path
+        checked = rules([{"match": match, "phase": 2}], "expect",
+                        lambda p, m, i=i: bad(("phases", i) + p[2:], m))
+        rest = {k: v for k, v in rule.items() if k not in ("match", "transfer")}
+        sections = section_dicts(rest, ("phases", i), bad, "a phase rule")
+        _check_phase_fields(sections, ("phases", i), bad)
+        if checked:
+            out.append({"match": match, "transfer": rule["transfer"], "sections": sections})
+    return out
+
+
+def _check_phase_fields(sections: dict[str, dict], path: tuple, bad: Bad) -> None:
+    for section, fields in sections.items():
+        for f in fields:
+            if (section, f) in PHASE_SET:
+                bad(path + (section, f), f"{section}.{f} is set by the phase rule itself, not by hand")
+            elif f not in SECTIONS[section].model_fields:
+                bad(path + (section, f), unknown_name(f"{section} option", f, SECTIONS[section].model_fields))
+
+
+def includes(value: Any, file: str | Path, stack: tuple[Path, ...], problems: Problems,
+             load: Callable[[Path, tuple[Path, ...]], Any]) -> list:
+    """The grids of `include:` (paths relative to `file`, globs allowed), each read with `load(path,
+    stack)`; an include cycle and an included manifest's problems are reported into `problems`."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        problems.bad(("include",), f"{value!r}: include is a manifest path or a list of them (globs "
+                                   "allowed), relative to this file")
+        return []
+    here = Path(str(file)).resolve()
+    base = here.parent if Path(str(file)).name != "<manifest>" else Path.cwd()
+    grids = []
+    for i, pattern in enumerate(items):
+        path = ("include", i) if isinstance(value, list) else ("include",)
+        found = sorted(glob.glob(str(base / pattern))) if glob.has_magic(pattern) else [str(base / pattern)]
+        if not found:
+            problems.bad(path, f"{pattern!r} matches no file (paths are relative to {base})")
+        for m in found:
+            target = Path(m).resolve()
+            if target == here or target in stack:
+                problems.bad(path, f"{pattern!r} includes itself (include cycle: "
+                                   f"{' -> '.join(p.name for p in (*stack, here, target))})")
+            elif not target.is_file():
+                problems.bad(path, f"{pattern!r}: no such manifest file {target}")
+            else:
+                try:
+                    grids.append(load(target, (*stack, here)))
+                except ManifestError as e:
+                    problems.include(e)
+    return grids

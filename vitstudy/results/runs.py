@@ -1,0 +1,75 @@
+"""Runs as a report sees them: one cell's record read from its run folder (vitstudy.runfolder), never
+from an executor's memory, so a report works while a grid runs, after a crash, and on results copied
+back from a cluster. Also the metrics a record holds and the names a table gives them.
+
+A metric is a key of the record's `metrics` (final test/val/train values), `best:<key>` (the value at
+the best-validation epoch, from `best`), or a cost (params, MACs, measured images/s, peak memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitstudy import runfolder
+from vitstudy.config.manifest import load
+from vitstudy.runfolder import METRICS_FILE
+
+DEFAULT_METRICS = ("test/acc1", "best:test/acc1")
+COST = ("params", "macs", "train_img_s", "infer_img_s", "peak_mem_mib")
+NAMES = {"test/acc1": "test top-1 (%)", "test/acc5": "test top-5 (%)", "test/loss": "test loss",
+         "val/acc1": "val top-1 (%)", "val/acc5": "val top-5 (%)", "val/loss": "val loss",
+         "train/loss": "train loss", "params": "params", "macs": "MACs", "train_img_s": "train img/s",
+         "infer_img_s": "infer img/s", "peak_mem_mib": "peak mem (MiB)"}
+
+
+def metric_name(metric: str) -> str:
+    """The column title of a metric: 'test top-1 (%)', 'test top-1 (%) @ best val'."""
+    if metric.startswith("best:"):
+        return NAMES.get(metric[5:], metric[5:]) + " @ best val"
+    return NAMES.get(metric, metric)
+
+
+@dataclass
+class Run:
+    """One cell's record as read from disk (status "pending" when it has no record yet)."""
+
+    record: dict
+    dir: Path | None = None
+    axes: tuple[tuple[str, Any], ...] | None = None  # from a manifest; None: inferred from the specs
+    expect: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def status(self) -> str:
+        return runfolder.record_status(self.record)
+
+    def value(self, metric: str) -> float | None:
+        rec = self.record
+        if metric.startswith("best:"):
+            v = (rec.get("best") or {}).get(metric[5:])
+        elif metric in COST:
+            v = (rec.get("cost") or {}).get(metric)
+        else:
+            v = (rec.get("metrics") or {}).get(metric)
+        return None if v is None else float(v)
+
+
+def runs_from_dir(grid_dir: Path) -> list[Run]:
+    """Every run folder under `grid_dir` that has a record."""
+    dirs = sorted(p.parent for p in Path(grid_dir).glob(f"*/{METRICS_FILE}"))
+    return [Run(runfolder.read_record(d), d) for d in dirs]
+
+
+def runs_from_manifest(manifest: Path, root: Path, smoke: bool = False) -> tuple[list[Run], Path, str]:
+    """The manifest's cells, in its order, with their records under `root` (pending where none yet);
+    also the folder the report goes to and the grid's name."""
+    grid = load(manifest, smoke=smoke)
+    runs = []
+    for cell in grid.cells:
+        d = grid.cell_dir(root, cell)
+        record = runfolder.read_record(d) or {"run_id": cell.run_id, "status": runfolder.PENDING,
+                                              "spec": cell.spec.model_dump(mode="json")}
+        runs.append(Run(record, d, tuple(cell.axes), dict(cell.expect), cell.expect_source))
+    return runs, Path(root) / grid.folder, grid.folder

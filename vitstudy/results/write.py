@@ -1,0 +1,23 @@
+"""A report's files in its grid's folder: table.{md,csv,tex,html} (atomic writes, vitstudy.runfolder)
+and its figures (vitstudy.results.plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitstudy import runfolder
+from vitstudy.results.plots import plot_all
+from vitstudy.results.render import FORMATS, render
+from vitstudy.results.table import Report
+
+
+def write(report: Report, out_dir: Path, plots: bool = True) -> list[Path]:
+    """table.{md,csv,tex,html} and (with `plots`) the figures, in `out_dir`; returns the paths."""
+    written = []
+    for fmt in FORMATS:
+        path = Path(out_dir) / f"table.{fmt}"
+        runfolder.write_text(path, render(report, fmt))
+        written.append(path)
+    if plots:
+        written += plot_all(report, Path(out_dir))
+    return written
