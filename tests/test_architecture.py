@@ -136,3 +136,14 @@ def test_no_module_of_the_config_layer_imports_torch():
     names = [n for n in modules(PACKAGE, "vitstudy") if layer(n) == "config"]
     code = f"import sys, {', '.join(names)}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_no_source_or_test_file_is_ignored_by_git():
+    """A module that .gitignore hides works here and is missing from every clone (a `data/` rule once hid
+    vitstudy/data/)."""
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "vitstudy", "tests"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    assert [p for p in ignored if p.endswith((".py", ".yaml"))] == []
