@@ -21,7 +21,7 @@ def run_parts(parts: Iterable[str], *, precisions: Iterable[str], rounds: int | 
     when there is a GPU. Returns the results by JSON name."""
     import torch
 
-    from vitstudy.bench.common import write_json
+    from vitstudy.runfolder import write_json
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out)
@@ -30,7 +30,7 @@ def run_parts(parts: Iterable[str], *, precisions: Iterable[str], rounds: int | 
 
     def emit(name: str, result: dict, table: str) -> None:
         print(table)
-        write_json(result, out / f"{name}.json")
+        write_json(out / f"{name}.json", result)
         results[name] = result
 
     for part in parts:

@@ -9,12 +9,10 @@ of load on the machine hits every case alike; figures are medians over rounds.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -112,9 +110,3 @@ def machine(device: torch.device, rounds: int, min_time: float) -> dict:
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     return out
-
-
-def write_json(result: dict, path: Path) -> None:
-    from vitstudy import runfolder as files
-
-    files.write_text(path, json.dumps(result, indent=2) + "\n")

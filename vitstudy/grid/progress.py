@@ -6,8 +6,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
+from vitstudy import runfolder
+from vitstudy.config.manifest import Cell, Grid
 from vitstudy.runfolder import FAILURES
 
 
@@ -65,6 +68,11 @@ class Progress:
             message = ((record or {}).get("error") or {}).get("message", "")
             self.echo(f"{self.line()}  ✗ {run_id} {status}: {message.splitlines()[0] if message else ''}")
 
+    def failed_before(self, run_id: str, status: str) -> None:
+        """A cell that failed in an earlier run and is not retried."""
+        self.counts[status] += 1
+        self.echo(f"{self.line()}  ✗ {run_id} {status} in an earlier run (--retry-failed reruns it)")
+
     def line(self) -> str:
         done = self.counts["done"] + self.counts["skipped"]
         failed = sum(self.counts[s] for s in FAILURES)
@@ -83,3 +91,17 @@ class Progress:
                 label = "skipped (done before)" if status == "skipped" else status
                 parts.append(f"{self.counts[status]} {label}")
         return ", ".join(parts) + f" in {duration(time.time() - self.start)}"
+
+
+def survey(grid: Grid, out: Path, workers: int, echo: Callable[[str], None]
+           ) -> tuple[Progress, dict[str, Path], list[Cell]]:
+    """Where a grid stands before an executor runs it: each cell's folder (keyed by run id + grid name),
+    a Progress that counts the cells done before as skipped (their wall times feed the ETA), and the
+    cells still to run, in grid order."""
+    dirs = {cell.run_id + cell.grid: grid.cell_dir(out, cell) for cell in grid.cells}
+    records = {key: runfolder.read_record(d) for key, d in dirs.items()}
+    done = {key for key, r in records.items() if runfolder.record_status(r) == "done"}
+    walls = [r["wall_time_s"] for key, r in records.items() if key in done and r.get("wall_time_s")]
+    progress = Progress(grid.name, len(grid.cells), workers, echo, walls)
+    progress.counts["skipped"] += len(done)
+    return progress, dirs, [cell for cell in grid.cells if cell.run_id + cell.grid not in done]

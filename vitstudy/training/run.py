@@ -105,7 +105,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         metrics = _scalars(trainer.callback_metrics)
         trainer.test(system, datamodule=dm, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
-        paths = sorted(set(system.model.attention_paths()))  # before `collect` runs other forwards
+        paths = sorted(set(system.model.attention_paths()))  # before `_measured` runs other forwards
         measured = _measured(trainer, system, dm, monitor, run_dir, metrics)
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,

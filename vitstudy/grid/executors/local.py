@@ -19,7 +19,7 @@ from typing import Callable
 from vitstudy import runfolder as files
 from vitstudy.config.manifest import Cell, Grid
 from vitstudy.grid.executors.worker import attempt, init_worker
-from vitstudy.grid.progress import Progress
+from vitstudy.grid.progress import Progress, survey
 from vitstudy.runfolder import FAILURES
 
 
@@ -34,19 +34,8 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
               workers: int | None = None, echo: Callable[[str], None] = print) -> Progress:
     """Train every cell that is not finished; return the Progress, whose counts hold the outcome of
     every cell: done, skipped (done before), failed / diverged / oom, not run (after --fail-fast)."""
-    out = Path(out)
-    dirs = {cell.run_id + cell.grid: grid.cell_dir(out, cell) for cell in grid.cells}
-    records = {key: files.read_record(d) for key, d in dirs.items()}
-    walls = [r["wall_time_s"] for r in records.values()
-             if files.record_status(r) == "done" and r.get("wall_time_s")]
     workers = workers or cells_at_once()
-    progress = Progress(grid.name, len(grid.cells), workers, echo, walls)
-    todo: list[Cell] = []
-    for cell in grid.cells:
-        if files.record_status(records[cell.run_id + cell.grid]) == "done":
-            progress.counts["skipped"] += 1
-        else:
-            todo.append(cell)
+    progress, dirs, todo = survey(grid, Path(out), workers, echo)
     if todo:
         echo(progress.line())
     stop = False
@@ -91,9 +80,7 @@ def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progre
         deferred.append(cell)
         return False
     if outcome in FAILURES and not trained:  # failed in an earlier run
-        progress.counts[outcome] += 1
-        progress.echo(f"{progress.line()}  ✗ {cell.run_id} {outcome} in an earlier run "
-                      "(--retry-failed reruns it)")
+        progress.failed_before(cell.run_id, outcome)
         return True
     progress.ended(cell.run_id, outcome, record)
     return outcome in FAILURES

@@ -17,7 +17,7 @@ from typing import Callable
 
 from vitstudy import runfolder as files
 from vitstudy.config.manifest import Grid
-from vitstudy.grid.progress import Progress
+from vitstudy.grid.progress import Progress, survey
 from vitstudy.runfolder import FAILURES
 
 
@@ -35,18 +35,7 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
     """Train every unfinished cell as a Ray task; return the Progress (as `run_local` does)."""
     import ray
 
-    out = Path(out).resolve()
-    dirs = {c.run_id + c.grid: grid.cell_dir(out, c) for c in grid.cells}
-    records = {k: files.read_record(d) for k, d in dirs.items()}
-    walls = [r["wall_time_s"] for r in records.values()
-             if files.record_status(r) == "done" and r.get("wall_time_s")]
-    progress = Progress(grid.name, len(grid.cells), 1, echo, walls)
-    todo = []
-    for cell in grid.cells:
-        if files.record_status(records[cell.run_id + cell.grid]) == "done":
-            progress.counts["skipped"] += 1
-        else:
-            todo.append(cell)
+    progress, dirs, todo = survey(grid, Path(out).resolve(), 1, echo)
     if not todo:
         return progress
     started_here = not ray.is_initialized()
@@ -96,9 +85,7 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
                 else:
                     echo(f"  - {c.run_id} not run: its phase 1 {cell.run_id} is {outcome}")
             if outcome in FAILURES and not trained:
-                progress.counts[outcome] += 1
-                echo(f"{progress.line()}  ✗ {cell.run_id} {outcome} in an earlier run "
-                     "(--retry-failed reruns it)")
+                progress.failed_before(cell.run_id, outcome)
             else:
                 progress.ended(cell.run_id, outcome, record)
         if second_round:
