@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vitstudy.bench import PARTS as BENCH_PARTS
-from vitstudy.config.manifest import ManifestError, load
+from vitstudy.config.manifest import Grid, ManifestError, load
 from vitstudy.grid.executors.worker import Terminated, on_sigterm
 from vitstudy.registry import UnknownNameError
 from vitstudy.results.runs import DEFAULT_METRICS
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="apply the manifest's smoke: overrides (tiny data and steps); own ids and folder")
     run.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
                      help="where cells train: this machine (default), a SLURM job array, Ray tasks")
+    run.add_argument("--check", action="store_true",
+                     help="end with `vitstudy check`: exit 1 when an expect: value is missed (the grid's "
+                          "status when cells failed)")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="with --check: write its JUnit XML to FILE")
     cl = run.add_argument_group("slurm and ray (see README, 'Running a grid on a cluster')")
     cl.add_argument("--partition", help="slurm: sbatch --partition")
     cl.add_argument("--time", default="60", help="slurm: sbatch --time per cell, minutes or [D-]H:M:S "
@@ -94,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--out", type=Path, default=Path("results"))
     plan.add_argument("--smoke", action="store_true", help="plan the smoke variant of the grid")
     plan.set_defaults(func=cmd_plan)
+
+    chk = sub.add_parser(
+        "check", help="the gate for CI: exit 1 when a measured mean misses its expect: value",
+        description="For every row (a cell's seeds) and expect: value, from the files on disk: with a "
+                    "tolerance ({value: 72.2, tolerance: 0.5}) the mean over finished seeds must be within "
+                    "it; without one, the value must lie in the mean's 95% t-based confidence interval "
+                    "(n >= 2), widened by half a unit of the value's last digit (params: agree to that "
+                    "precision). One line per expectation, then a summary; exit 1 when any fails.")
+    chk.add_argument("manifest", type=Path)
+    chk.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+    chk.add_argument("--smoke", action="store_true", help="check the smoke variant of the grid")
+    chk.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML (one testcase per "
+                                                                "expectation) to FILE")
+    chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser(
         "report", help="tables (md, csv, tex, html) and plots from the files on disk",
@@ -156,6 +174,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load(args) -> Grid:
+    """The manifest's grid, its budget (if any) solved with the models' cost (vitstudy.models.cost)."""
+    return load(args.manifest, smoke=args.smoke, cost=_model_cost)
+
+
+def _model_cost(spec):
+    """vitstudy.models.cost.model_cost, imported (with torch) only when a budget needs it, so that a bad
+    manifest is refused before torch loads."""
+    from vitstudy.models.cost import model_cost
+
+    return model_cost(spec)
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -179,11 +210,14 @@ def _misplaced_options(args, parser_defaults: dict) -> list[str]:
 
 def cmd_run_grid(args) -> int:
     misplaced = _misplaced_options(args, vars(_parser().parse_args(["run-grid", str(args.manifest)])))
+    misplaced += _gate_options(args)
     if misplaced:
         for message in misplaced:
             print(f"vitstudy: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    grid = load(args.manifest, smoke=args.smoke)  # every cell validated before anything runs
+    grid = _load(args)  # every cell validated before anything runs
+    if args.check and not any(c.expect for c in grid.cells):
+        return _gate(args.manifest, args.out, args.smoke, None)  # "nothing to check" (exit 2) before training
     from vitstudy.training.quiet import quiet_lightning
 
     quiet_lightning()
@@ -204,8 +238,7 @@ def cmd_run_grid(args) -> int:
     else:
         progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
                              workers=args.workers)
-    return _report(args, folder, progress.summary(),
-                   sum(n for s, n in progress.counts.items() if s not in ("done", "skipped")))
+    return _report(args, folder, progress.summary(), progress.failures)
 
 
 def _run_slurm(args, grid, folder: Path) -> int:
@@ -228,9 +261,22 @@ def _run_slurm(args, grid, folder: Path) -> int:
         print(f"state lives in {folder}: `vitstudy plan {args.manifest}` shows progress; "
               "run the same command again after a crash (queued cells are not submitted twice)")
         return EXIT_OK
+    from vitstudy.grid.progress import is_tuning
+
     counts = slurm.wait(grid, args.out)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return _report(args, folder, summary, sum(n for s, n in counts.items() if s != "done"))
+    return _report(args, folder, summary,
+                   sum(n for s, n in counts.items() if s != "done" and not is_tuning(s)))
+
+
+def _gate_options(args) -> list[str]:
+    """What is wrong with how run-grid's --check and --junit were given."""
+    problems = []
+    if args.junit and not args.check:
+        problems.append("--junit FILE goes with --check")
+    if args.check and args.backend == "slurm" and not args.wait:
+        problems.append("--check needs the finished grid: with --backend slurm, add --wait")
+    return problems
 
 
 def _key_value(text: str) -> tuple[str, str | bool]:
@@ -250,24 +296,70 @@ def _report(args, folder: Path, summary: str, bad: int) -> int:
     print()
     print(render(report, "md"))
     print(f"{summary}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
-    return EXIT_FAILED if bad else EXIT_OK
+    failed = EXIT_FAILED if bad else EXIT_OK
+    if not args.check:
+        return failed
+    checked = _gate(args.manifest, args.out, args.smoke, args.junit)
+    return failed or checked  # the grid's status when cells failed, else the check's
+
+
+def cmd_check(args) -> int:
+    return _gate(args.manifest, args.out, args.smoke, args.junit)
+
+
+def _gate(manifest: Path, out: Path, smoke: bool, junit: Path | None) -> int:
+    """`vitstudy check`: one line per expectation and a summary, the JUnit XML to `junit` if given; exit
+    1 when an expectation fails, 2 when the manifest has none."""
+    from vitstudy.results.check import NothingToCheck, check_manifest, render, write_junit
+
+    try:
+        check = check_manifest(manifest, out, smoke=smoke)
+    except NothingToCheck as e:
+        print(f"vitstudy: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render(check))
+    if junit:
+        write_junit(junit, check)
+        print(f"JUnit XML written to {junit}")
+    return EXIT_FAILED if check.failures else EXIT_OK
 
 
 def cmd_plan(args) -> int:
     """The cells with status, params and MACs, and an ETA once some ran. Imports no training code
     (no lightning): params and MACs come from a meta-device model, once per distinct model."""
-    grid = load(args.manifest, smoke=args.smoke)
+    grid = _load(args)
+    from vitstudy.config.budget import percent
     from vitstudy.grid.plan import plan
     from vitstudy.results.format import human
 
     state = plan(grid, args.out)
     print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {args.out / grid.folder}")
     for row in state.rows:
-        expect = " ".join(f"{k}={v:g}" for k, v in row.cell.expect.items())
+        expect = " ".join(f"{k}={v:g}" + (f"±{row.cell.tolerance[k]:g}" if k in row.cell.tolerance else "")
+                          for k, v in row.cell.expect.items())
         print(f"  {row.status:11s} {row.cell.grid}/{row.cell.run_id:60s} {human(row.params):>7s} params "
-              f"{human(row.macs):>7s} MACs" + (f"  expect {expect}" if expect else ""))
+              f"{human(row.macs):>7s} MACs" + (f"  expect {expect}" if expect else "") + _stage(row.cell)
+              + _budget(row.cell))
+    for row in state.budget_worst():
+        b = row.cell.budget
+        print(f"budget: {b.cost} matched to {b.reference:,.0f} ({b.label}) within ±{percent(b.tolerance)} by "
+              f"{b.adjust}; worst deviation {b.deviation:+.1%} ({row.cell.grid}/{row.cell.run_id})")
     print(state.summary())
     return EXIT_OK
+
+
+def _budget(cell) -> str:
+    """A budget-matched cell in `plan`: the solved value of the budget's option, its cost's deviation."""
+    b = cell.budget
+    return f"  {b.adjust.split('.')[1]} {b.value} (budget, {b.deviation:+.1%})" if b else ""
+
+
+def _stage(cell) -> str:
+    """A tuned grid's cells in `plan`: its tuning cells, and the final cells that pick from them."""
+    if cell.stage == "tune":
+        return "  tuning"
+    tune_from = cell.spec.train.tune_from
+    return f"  tuned on {cell.spec.train.tune_metric} over {len(tune_from)} tuning cells" if tune_from else ""
 
 
 def cmd_report(args) -> int:

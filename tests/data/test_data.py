@@ -91,20 +91,83 @@ def test_shift_and_flip_is_a_crop_then_maybe_a_mirror():
     assert 60 < int(mirrored.sum()) < 140  # mirrored with probability 1/2
 
 
+class _Fitting:
+    """What the DataModule asks of its trainer while Lightning fits."""
+
+    training, global_rank, world_size = True, 0, 1
+
+    def __init__(self, epoch: int):
+        self.current_epoch = epoch
+
+
+def _augmented(dm, epoch: int, batches: int = 2) -> list[torch.Tensor]:
+    """The first `batches` training batches of `epoch` (the same 32 images each) as augmented when
+    Lightning hands them over."""
+    dm.trainer = _Fitting(epoch)
+    x = dm.splits["val"].tensors[0][:32]
+    return [dm.on_after_batch_transfer((x, None), 0)[0] for _ in range(batches)]
+
+
 def test_training_batches_are_augmented_and_evaluation_batches_are_not():
     dm = _digits(8, shift=2)
     assert dm.augment == BatchAugment(shift=2)
-
-    class Training:  # the DataModule asks its trainer whether it is training
-        training = True
-
     x = dm.splits["val"].tensors[0][:32]
     assert torch.equal(dm.on_after_batch_transfer((x, None), 0)[0], x)  # no trainer: as served
-    dm.trainer = Training()
-    torch.manual_seed(0)
-    shifted = dm.on_after_batch_transfer((x, None), 0)[0]
+    (shifted,) = _augmented(dm, epoch=0, batches=1)
     assert not torch.equal(shifted, x)
     assert (_padded_crops(x, 2) == shifted[:, None]).flatten(2).all(-1).any(1).all()
+    dm.trainer.training = False  # validating
+    assert torch.equal(dm.on_after_batch_transfer((x, None), 0)[0], x)
+
+
+def test_batch_augmentation_is_drawn_per_seed_epoch_and_batch_not_from_the_global_rng():
+    torch.manual_seed(1)
+    first = _augmented(_digits(8, shift=2, random_erasing=0.5, seed=3), epoch=4)
+    torch.manual_seed(2)
+    dm = _digits(8, shift=2, random_erasing=0.5, seed=3)
+    again = _augmented(dm, epoch=4)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1])  # batch 1 draws anew
+    assert not torch.equal(_augmented(dm, epoch=5)[0], first[0])  # so does the next epoch
+    dm.train_dataloader()  # a new fit counts its batches from the start
+    assert torch.equal(_augmented(dm, epoch=4, batches=1)[0], first[0])
+    other_seed = _augmented(_digits(8, shift=2, random_erasing=0.5, seed=4), epoch=4)
+    assert not torch.equal(other_seed[0], first[0])
+
+
+def test_no_two_seeds_share_a_shuffle_at_any_epoch():
+    def order(seed: int, epoch: int) -> list[int]:
+        sampler = _digits(8, seed=seed).sampler(1257, train=True)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(1, 0) != order(0, 1) and order(2, 0) != order(1, 1)
+    assert order(1, 3) == order(1, 3)
+
+
+def test_per_image_augmentation_is_drawn_per_seed_epoch_and_position_whatever_the_workers():
+    """RandAugment in DataLoader workers: the images do not depend on the number of workers or on the
+    global RNG, only on the seed and the epoch."""
+
+    def epoch_images(workers: int, seed: int = 0, epoch: int = 0) -> torch.Tensor:
+        dm = build_datamodule("digits", 8, 32, train_subset=96, randaugment="rand-m9-mstd0.5-inc1",
+                              num_workers=workers, seed=seed)
+        dm.setup()
+        assert dm.pipeline["mode"] == "workers"
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # as Lightning does at the start of every epoch
+        return torch.cat([x for x, _ in loader])
+
+    def images(x: torch.Tensor) -> set[bytes]:
+        return {img.numpy().tobytes() for img in x}
+
+    torch.manual_seed(1)
+    alone = epoch_images(workers=0)
+    torch.manual_seed(2)
+    assert torch.equal(epoch_images(workers=2), alone)
+    # the same 96 images each epoch, drawn anew (a few are left as they were in both by chance)
+    assert len(images(epoch_images(workers=0, epoch=1)) & images(alone)) < 96 / 2
+    assert len(images(epoch_images(workers=0, seed=1)) & images(alone)) < 96 / 2
 
 
 @pytest.mark.parametrize("dataset", ["digits", "synthetic", "mnist", "cifar100", "imagenet"])

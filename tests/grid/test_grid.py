@@ -80,6 +80,8 @@ class KeepLogits(L.Callback):
         self.images = images
 
     def on_test_end(self, trainer, pl_module) -> None:
+        if hasattr(self, "logits"):  # the cell tests best.ckpt afterwards: keep the final weights' logits
+            return
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from vitstudy.cli import main
 from vitstudy.config.manifest import parse
@@ -89,16 +90,23 @@ def test_every_format_shows_the_mean_and_std_of_the_metrics_files(results):
             assert float(rows[key]["test/acc1_std"]) == pytest.approx(std, abs=1e-6)
         assert float(rows[key]["best:test/acc1_mean"]) == pytest.approx(mean + 1, abs=1e-6)
         assert rows[key]["params"] == "1000" and rows[key]["infer_img_s"] == "2000"
-    # the baseline is the first row (cls, learned): Δ = difference of means
+    # the baseline is the first row (cls, learned): Δ = difference of means, paired by seed (scipy's CI and p)
     base = expected(("cls", "learned"))[0]
     gap = expected(("gap", "learned"))[0]
+    paired = stats.ttest_rel(ACC["gap", "learned"], ACC["cls", "learned"])
+    lo, hi = paired.confidence_interval()
     assert float(rows["gap", "learned"]["test/acc1_delta"]) == pytest.approx(gap - base, abs=1e-6)
-    assert f"| {gap - base:+.2f} |" in row_of(md, "gap", "learned")
-    # the best mean is marked in every format
-    assert f"**{gap:.2f} ± " in row_of(md, "gap", "learned")
+    assert float(rows["gap", "learned"]["test/acc1_p"]) == pytest.approx(paired.pvalue, rel=1e-5)
+    cell = f"{gap - base:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    assert f"| {cell} |" in row_of(md, "gap", "learned")
+    assert cell in row_of(tex, "gap", "learned") and cell in html
+    # the best set in every format: the top mean (gap, learned) and (cls, learned), not significantly worse
+    # (paired p 0.084 after Holm); (gap, none) is (p 0.0013 × 2); (cls, none) has one seed: never marked
+    assert f"**{gap:.2f} ± " in row_of(md, "gap", "learned") and f"**{base:.2f} ± " in row_of(md, "cls", "learned")
+    assert "**" not in row_of(md, "gap", "none").split(" | ")[2] and "**" not in row_of(md, "cls", "none")
     assert rf"\textbf{{{gap:.2f}" in row_of(tex, "gap", "learned")
-    assert f"<b>{gap:.2f} ± " in html
-    assert rows["gap", "learned"]["test/acc1_best"] == "1" and rows["cls", "learned"]["test/acc1_best"] == "0"
+    assert f"<b>{gap:.2f} ± " in html and f"<b>{base:.2f} ± " in html
+    assert [rows[k]["test/acc1_best"] for k in ACC] == ["1", "0", "1", "0"]
 
 
 def test_failed_and_pending_seeds_are_counted_not_averaged(results):
@@ -145,6 +153,7 @@ def test_latex_is_balanced_booktabs_with_escaped_underscores(results):
     assert len(body) == 4 and all(line.count(" & ") == ncols - 1 for line in body)
     assert tex.count("{") == tex.count("}")
     assert tex_escape("a_b 50% #1 & x^2 ~") == r"a\_b 50\% \#1 \& x\textasciicircum{}2 \textasciitilde{}"
+    assert tex_escape("p <0.001, >1000, α, |Δ|") == r"p $<$0.001, $>$1000, $\alpha$, \textbar{}$\Delta$\textbar{}"
 
 
 def test_pivot_and_baseline(results, capsys):
@@ -153,11 +162,18 @@ def test_pivot_and_baseline(results, capsys):
     md = capsys.readouterr().out
     assert md.splitlines()[0] == "| head | position=learned | position=none |"
     mean, std = expected(("gap", "none"))
-    assert f"{mean:.2f} ± {std:.2f}" in row_of(md, "gap")
+    # the best set per column: learned holds both heads (paired p 0.084), none only gap (cls: one seed)
+    assert row_of(md, "gap") == f"| gap | **96.25 ± 0.90** | **{mean:.2f} ± {std:.2f}** |"
+    assert row_of(md, "cls") == "| cls | **91.58 ± 1.63** | 80.00 (n=1) [1] |"
     report, _ = for_manifest(manifest, out, baseline={"head": "gap", "position": "none"})
     md = render(report, "md")
-    assert "| – |" in row_of(md, "gap", "none")
-    assert f"| {expected(('gap', 'learned'))[0] - mean:+.2f} |" in row_of(md, "gap", "learned")
+    assert "| – | – | – |" in row_of(md, "gap", "none")
+    paired = stats.ttest_rel(ACC["gap", "learned"], ACC["gap", "none"])
+    lo, hi = paired.confidence_interval()
+    holm = min(1.0, 2 * paired.pvalue)  # with (cls, learned), whose p is larger; (cls, none) is untested
+    assert holm < 0.05 and stats.ttest_rel(ACC["cls", "learned"], ACC["gap", "none"]).pvalue > paired.pvalue
+    assert (f"| {expected(('gap', 'learned'))[0] - mean:+.2f} [{lo:+.2f}, {hi:+.2f}]* | {holm:.3f} | – |"
+            in row_of(md, "gap", "learned"))
     report, _ = for_manifest(manifest, out, rows=["position"])
     assert [g.label["model.position"] for g in report.groups] == ["learned", "learned", "none", "none"]
 
@@ -218,7 +234,10 @@ def test_a_grid_in_progress_shows_done_and_pending_cells(tmp_path, write_manifes
     assert main(["report", str(manifest), "--out", str(tmp_path / "results"), "--no-plots"]) == 0
     md = capsys.readouterr().out
     acc = rec["metrics"]["test/acc1"]
-    assert f"| **{acc:.2f}** | 1 |" in row_of(md, "cls")  # the only mean, so the best
+    assert f"| {acc:.2f} | 1 | – | – | – |" in row_of(md, "cls")  # one seed: untested, never in the best set
+    assert "a row with one finished seed cannot be tested, never bold" in md
+    test_size = rec["split_sizes"]["test"]
+    assert f"Test split: {test_size} images (one image = {100 / test_size:.2f} points)." in md
     assert "| – [1] | 0 |" in row_of(md, "gap")
     assert "[1] 1 pending of 1 seeds" in md
 

@@ -14,6 +14,7 @@ from vitstudy.config.spec import RunSpec
 from vitstudy.data.augment import BatchAugment, build_mixup
 from vitstudy.data.base import DeviceBatches, TensorDataModule
 from vitstudy.models.build import resolve_model
+from vitstudy.models.seeding import drawing_from
 from vitstudy.training.system import ImageClassifier, system_for, warmup_cosine
 
 MICRO = {"preset": "vit_micro", "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 10, "in_chans": 3}
@@ -144,17 +145,24 @@ def test_mixup_changes_inputs_and_targets_and_the_loss_uses_them():
     torch.testing.assert_close(xm[0], lam * x[0] + (1 - lam) * x[7])
 
     system = _system(mixup=0.8, label_smoothing=0.1)
-    batch = (torch.randn(7, 3, 16, 16), torch.randint(0, 10, (7,)))  # odd: the last sample is dropped
+    x, y = torch.randn(7, 3, 16, 16), torch.randint(0, 10, (7,))  # odd: the last sample is dropped
+
+    def loss_of(system, batch_idx: int) -> torch.Tensor:
+        return system.training_loss((x.clone(), y), batch_idx)  # timm mixes in place
+
     np.random.seed(1)
-    loss = system.training_loss(batch)
-    np.random.seed(1)
-    xm, soft = system.mixup(batch[0][:6].clone(), batch[1][:6])
+    loss = loss_of(system, 2)
+    with drawing_from(0, "mixup", 0, 2, 0):  # λ is drawn per (seed, epoch, batch, rank)
+        xm, soft = system.mixup(x[:6].clone(), y[:6])
     expected = torch.sum(-soft * F.log_softmax(system(xm), -1), -1).mean()
     torch.testing.assert_close(loss, expected)
+    np.random.seed(2)  # the global generators play no part
+    torch.testing.assert_close(loss_of(system, 2), loss)
+    assert not torch.allclose(loss_of(system, 3), loss)  # another batch, another λ
     plain = _system(label_smoothing=0.1)
     plain.load_state_dict(system.state_dict())
     assert plain.mixup is None
-    assert not torch.allclose(plain.training_loss(batch), loss)
+    assert not torch.allclose(loss_of(plain, 2), loss)
     assert build_mixup(0.0, 0.0, 1.0, 0.5, 0.1, 10) is None
 
 

@@ -25,6 +25,7 @@ CONSUMED_ELSEWHERE = {
     "recipe": "the manifest: config.recipes fills the other fields from it",
     "init_from": "phase 2: training.phase_init", "transfer": "phase 2: training.phase_init",
     "transfer_mask_value": "phase 2: training.phase_init",
+    "tune_from": "a tuned grid's final cell: training.tune", "tune_metric": "a tuned grid: training.tune",
 }
 # A value other than TrainSpec's default for every field the system takes.
 NOT_DEFAULT = {
@@ -62,7 +63,7 @@ def test_system_for_fills_every_argument_from_the_spec():
     spec = _spec(**NOT_DEFAULT)
     hp = system_for(spec).hparams
     assert {k: hp[k] for k in FROM_TRAIN} == {k: getattr(spec.train, k) for k in FROM_TRAIN} == NOT_DEFAULT
-    assert hp["batch_size"] == 48 and hp["model"] == spec.model.model_dump(mode="json")
+    assert hp["batch_size"] == 48 and hp["seed"] == 3 and hp["model"] == spec.model.model_dump(mode="json")
 
 
 def test_the_trainer_and_the_datamodule_take_the_rest(tmp_path):

@@ -56,8 +56,8 @@ def _bare_fit(spec, epochs: int) -> Fit:
         t0 = time.perf_counter()
         model.train()
         train.epoch = lambda e=epoch: e
-        for x, y in train:
-            x = augment(x) if augment else x
+        for i, (x, y) in enumerate(train):
+            x = augment(x, dm.augment_seed(epoch, i)) if augment else x  # the draws the cell makes
             loss = cross_entropy(model(x), y, smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -116,10 +116,11 @@ def _lightning_fit(spec, epochs: int, as_run_grid: bool) -> Fit:
 def bench_loop(manifest: str | Path = "experiments.yaml", epochs: int | None = None, rounds: int = 5) -> dict:
     """Lightning's overhead over a bare loop for the first cell of `manifest` (see the module doc)."""
     from vitstudy.config import manifest as manifests
+    from vitstudy.models.cost import model_cost
 
     quiet_lightning()
     ignore_expected_warnings()
-    cell = manifests.load(manifest).cells[0]
+    cell = manifests.load(manifest, cost=model_cost).cells[0]
     spec, epochs = cell.spec, epochs or cell.spec.train.epochs  # default: the cell's own length
     runs = {"bare": lambda: _bare_fit(spec, epochs),
             "lightning_loop": lambda: _lightning_fit(spec, epochs, as_run_grid=False),

@@ -26,6 +26,7 @@ from vitstudy.bench.common import (
 from vitstudy.bench.flops import model_step_flops
 from vitstudy.config.spec import ModelSpec
 from vitstudy.models.build import build_model
+from vitstudy.models.cost import model_cost
 
 
 def utilisation_models(size: BenchSize = VIT_TINY,
@@ -33,7 +34,7 @@ def utilisation_models(size: BenchSize = VIT_TINY,
     """label -> (spec, batch size): the default grid's model at its batch size, and ViT-Ti at `size`."""
     from vitstudy.config import manifest as manifests
 
-    cell = manifests.load(manifest).cells[0].spec
+    cell = manifests.load(manifest, cost=model_cost).cells[0].spec
     m = cell.model
     grid = f"default grid ({m.preset} {m.embed_dim}×{m.depth}, {m.img_size}px/{m.patch_size})"
     return {grid: (m, cell.data.batch_size),

@@ -22,25 +22,46 @@
     seeds: [0, 1, 2]              # the replicate axis (match/exclude may use the key `seed`)
     expect:                       # reference values (the paper's numbers), attached to matching cells
       - match: {model.preset: deit_tiny}   # keys of the resolved spec; no `match`: every cell
-        test/acc1: 72.2           # metric name → number (any name: test/acc1, params, macs, ...)
+        test/acc1: 72.2           # metric name → number (any name: test/acc1, params, macs, ...),
+                                  # or {value: 72.2, tolerance: 0.5} for `vitstudy check`
         params: 5.7e6
         source: "Touvron et al. 2021, Table 1"  # optional citation string
     phases:                       # cells that go on in a second phase (Li et al. 2021's CMHSA)
       - match: {model.mixer: conv}  # which cells are phase 1 (keys of the resolved spec, as in expect)
         transfer: conv_to_attention # how phase 1's final weights start phase 2 (vitstudy.config.phases)
         train: {epochs: 300}      # phase 2's own overrides (sections as in defaults)
+    tune:                         # per-variant tuning: every variant (a combination of grid values) first
+      train.lr: [1.0e-3, 3.0e-3, 1.0e-2]  # trains each candidate (the product of these lists) on
+      train.weight_decay: [0.0, 0.05]     # `seeds`, then the manifest's seeds run at the candidate with
+      seeds: [100]                # the best validation score (default seeds: [0])
+      metric: val/acc1            # default; a val/* or best:val/* metric; */loss is minimised; never test/*
+    budget:                       # match every variant's cost to a reference by adjusting one option
+      cost: params                # or macs
+      adjust: model.embed_dim     # or model.depth; embed_dim moves in steps that keep num_heads dividing it
+      reference: baseline         # default: the first variant (at its own options); or a number (5.7e6),
+                                  # or a mapping of grid keys naming the reference variant {model.mixer: conv}
+      tolerance: 0.05             # relative; default 0.05
     smoke:                        # overrides applied with `--smoke`, before validation and hashing
       data: {train_subset: 256}   # (sections as in defaults, plus `seeds`); they win over defaults
       train: {epochs: 1}          # and grid values; smoke cells get their own ids and go to
       seeds: [0]                  # <out>/<name>-smoke/
+      expect: [...]               # the smoke run's own expect rules (a CI gate), instead of the manifest's
 
 Semantics: cell = defaults ⊕ one combination of grid values ⊕ (smoke overrides), validated into a RunSpec;
 `exclude` and `expect` rules match the resolved spec *without* the smoke overrides, so a smoke run carries
-the same reference values. Cells with the same resolved spec collapse to one; a grid with no cells is an
-error, and so are an exclude/expect rule that matches no cell, a zip group of unequal lengths, a key on
-two axes, an include cycle. An option a cell's axis values set that none of its components reads (a pool
+the same reference values, unless `smoke:` has expect rules of its own, which then replace them. Cells
+with the same resolved spec collapse to one; a grid with no cells is an error, and so are an
+exclude/expect rule that matches no cell, a zip group of unequal lengths, a key on two axes, an include
+cycle. An option a cell's axis values set that none of its components reads (a pool
 mixer's num_heads) keeps the value it has without them, so such cells collapse too
 (vitstudy.config.manifest_resolve).
+
+Budget (vitstudy.config.budget): each variant (a combination of grid values, before the smoke overrides)
+gets the value of `adjust` whose cost (from the `cost=` function load/parse are given) is closest to the
+reference, as an axis value would set it (so it is in the run id); the reference variant keeps its own.
+A variant that cannot come within the tolerance is an error naming it and the closest reachable cost.
+`adjust` may come from a preset or the defaults, never from a grid axis, smoke, a phase rule or an exclude
+rule. Each variant must be valid at its own value, where the search starts.
 
 Phases: a cell matched by a `phases` rule (the first that matches) gets the axis `phase: 1` and a phase-2
 cell, axis `phase: 2`: phase 1's resolved spec with the transfer's model (vitstudy.config.phases), the rule's
@@ -48,9 +69,16 @@ sections over it, then the smoke data/train/log overrides, and `train.init_from`
 phase 2's id includes phase 1's). Exclude rules apply to phase 1 only; expect rules to both. Phase-2
 cells come after every phase-1 cell; the executor runs a phase-2 cell once its phase 1 is done.
 
+Tuning (vitstudy.config.tune): each variant's tuning cells (`stage: "tune"`, axes: the variant's plus the
+tuned keys) and its final cells, one per seed, whose `train.tune_from` lists the tuning cells' run ids; a
+final cell starts once they ended and trains at the best candidate's values (vitstudy.training.tune).
+Tuned keys are train options other than epochs, not grid axes; tune cannot go with phases.
+
 Objects: `Grid.cells` is a tuple of `Cell`; `cell.spec` (RunSpec), `cell.run_id`, `cell.grid` (the name of
 the manifest that owns it: its folder), `cell.axes` ((dotted key, value) pairs that distinguish it),
-`cell.expect` (a plain dict metric → float, {} when none), `cell.expect_source` (str or None).
+`cell.expect` (a plain dict metric → float, {} when none), `cell.expect_source` (str or None),
+`cell.tolerance` (metric → float, for the expected values given one), `cell.budget` (its solved
+vitstudy.config.budget.Matched: value, cost, reference; None without a budget or for a phase-2 cell).
 `Grid.cell_dir(root, cell)` is where a cell writes, always inside `root`.
 
 Every cell is validated before anything runs, and every problem of every cell is reported together,
@@ -67,7 +95,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from vitstudy.config import manifest_grid, manifest_rules
+from vitstudy.config import budget, manifest_grid, manifest_rules, tune
+from vitstudy.config.budget import CostFn, Matched
 from vitstudy.config.errors import Bad, CellError, ManifestError, Problem, Problems
 from vitstudy.config.manifest_resolve import next_phase, resolve
 from vitstudy.config.spec import RunSpec
@@ -75,7 +104,7 @@ from vitstudy.config.yaml_lines import read_yaml
 from vitstudy.registry import unknown_name
 
 TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "seeds", "expect", "smoke",
-             "phases")
+             "phases", "tune", "budget")
 SMOKE_SUFFIX = "-smoke"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -89,11 +118,18 @@ class Cell:
     axes: tuple[tuple[str, Any], ...]  # (dotted key, value) for each grid axis, seed excluded
     expect: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     expect_source: str | None = field(default=None, compare=False)
+    tolerance: dict[str, float] = field(default_factory=dict, compare=False, hash=False)  # metric -> ±
+    budget: Matched | None = field(default=None, compare=False)  # the solved `budget:` value, if any
 
     @property
     def grid(self) -> str:
         """The name of the manifest that owns this cell, i.e. its results folder."""
         return self.spec.grid
+
+    @property
+    def stage(self) -> str:
+        """"tune" for a tuning cell of a tuned grid (vitstudy.config.tune), else "final"."""
+        return self.spec.stage
 
 
 @dataclass(frozen=True)
@@ -115,14 +151,16 @@ class Grid:
         return path
 
 
-def load(path: str | Path, smoke: bool = False) -> Grid:
-    """Read, validate and expand a manifest file. Raises ManifestError listing every problem."""
-    return _load(Path(path), smoke, ())
+def load(path: str | Path, smoke: bool = False, cost: CostFn | None = None) -> Grid:
+    """Read, validate and expand a manifest file. Raises ManifestError listing every problem. `cost`
+    (vitstudy.models.cost.model_cost) is needed by a manifest with `budget:`."""
+    return _load(Path(path), smoke, (), cost)
 
 
-def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False) -> Grid:
+def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False,
+          cost: CostFn | None = None) -> Grid:
     """Validate and expand manifest text (`file` names it in errors and anchors relative includes)."""
-    return _parse(text, file, smoke, ())
+    return _parse(text, file, smoke, (), cost)
 
 
 def make_run_id(axes: tuple[tuple[str, Any], ...], spec: RunSpec) -> str:
@@ -139,12 +177,12 @@ def _slug(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-def _load(path: Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
+def _load(path: Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
     try:
         text = path.read_text()
     except OSError as e:
         raise ManifestError(path, [Problem("<file>", f"cannot read: {e.strerror or e}")]) from None
-    return _parse(text, path, smoke, stack)
+    return _parse(text, path, smoke, stack, cost)
 
 
 @dataclass
@@ -158,16 +196,19 @@ class _Manifest:
     seeds: list[int]
     excludes: list[dict]
     expects: list[dict]
+    expect_at: tuple[str, ...]  # where those rules are: ("expect",), or ("smoke", "expect") in a smoke run
     phases: list[dict]
     smoke: dict[str, dict] | None  # the smoke overrides in a smoke run of a manifest with `smoke:`
     own_cells: bool  # False for a manifest that only includes others
+    tune: tune.TuneRule | None = None  # `tune:`, checked (vitstudy.config.tune)
+    budget: budget.Budget | None = None  # `budget:`, checked (vitstudy.config.budget)
 
     def combos(self) -> Iterator[manifest_grid.Option]:
         for sub in self.subgrids if self.own_cells else []:
             yield from manifest_grid.combos(sub)
 
 
-def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) -> Grid:
+def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
     raw, lines = read_yaml(text, file)
     if not isinstance(raw, dict):
         valid = ", ".join(TOP_LEVEL)
@@ -175,10 +216,10 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
     problems = Problems(file, lines.line)
     name = _name(raw, file, problems.bad)
     included = manifest_rules.includes(raw.get("include"), file, stack, problems,
-                                       lambda path, inside: _load(path, smoke, inside))
+                                       lambda path, inside: _load(path, smoke, inside, cost))
     m = _read_parts(raw, name, smoke, bool(included), problems.bad)
     problems.check()
-    cells, used = _expand(m, problems)
+    cells, used = _expand(m, problems, cost)
     _check_rules_used(m, used, problems.bad)
     problems.check()
     for sub in included:
@@ -187,7 +228,8 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...]) ->
     if not cells:
         raise ManifestError(file, [Problem("grid", "the grid has no cells (every cell was excluded?)",
                                            lines.line(("grid",)))])
-    axes = manifest_grid.axes_of(m.subgrids) + (["phase"] if used["phases"] else [])
+    axes = manifest_grid.axes_of(m.subgrids) + (["phase"] if used["phases"] else []) + list(
+        m.tune.keys if m.tune else [])
     for sub in included:
         axes += [a for a in sub.axes if a not in axes]
     return Grid(m.name, str(file), str(raw.get("description", "")), tuple(axes), tuple(cells.values()),
@@ -213,29 +255,42 @@ def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: B
     seeds = manifest_rules.seeds(raw.get("seeds", [0]), ("seeds",), bad)
     excludes = manifest_rules.rules(raw.get("exclude", []), "exclude", bad)
     expects = manifest_rules.rules(raw.get("expect", []), "expect", bad)
-    smoke_sections, smoke_seeds = manifest_rules.smoke(raw.get("smoke"), bad)
+    smoke_sections, smoke_seeds, smoke_expects = manifest_rules.smoke(raw.get("smoke"), bad)
     phases = manifest_rules.phase_rules(raw.get("phases"), bad)
+    tune_rule = tune.read(raw.get("tune"), manifest_grid.axes_of(subgrids), bool(raw.get("phases")), bad)
+    budget_rule = budget.read(raw.get("budget"), axes=manifest_grid.axes_of(subgrids), smoke=smoke_sections,
+                              phases=phases, excludes=excludes, bad=bad)
     applies = smoke and "smoke" in raw
     return _Manifest(
         name=name, folder=name + SMOKE_SUFFIX if applies else name, defaults=defaults, subgrids=subgrids,
         seeds=smoke_seeds if smoke and smoke_seeds is not None else seeds, excludes=excludes,
-        expects=expects, phases=phases, smoke=smoke_sections if applies else None,
-        own_cells=not includes_others or any(k in raw for k in ("defaults", "grid", "seeds")))
+        expects=smoke_expects if applies and smoke_expects is not None else expects, phases=phases,
+        expect_at=("smoke", "expect") if applies and smoke_expects is not None else ("expect",),
+        smoke=smoke_sections if applies else None,
+        own_cells=not includes_others or any(k in raw for k in ("defaults", "grid", "seeds")), tune=tune_rule,
+        budget=budget_rule)
 
 
 Used = dict[str, set[int]]  # "exclude" / "expect" / "phases" -> indices of the rules that matched a cell
 
 
-def _expand(m: _Manifest, problems: Problems) -> tuple[dict[str, Cell], Used]:
+def _expand(m: _Manifest, problems: Problems, cost: CostFn | None) -> tuple[dict[str, Cell], Used]:
     """The manifest's own cells by "<grid>/<spec digest>" (the first of equal specs wins), every phase-2
-    cell after every phase-1 cell; and which rules matched. A cell's problems go into `problems`."""
+    cell after every phase-1 cell, every tuning cell first; and which rules matched. A cell's problems go
+    into `problems`."""
     used: Used = {"exclude": set(), "expect": set(), "phases": set()}
+    tuning: dict[str, Cell] = {}
     first: dict[str, Cell] = {}
     second: dict[str, Cell] = {}
-    for combo in m.combos():
+    combos = list(m.combos())
+    solved: list[Matched | None] = [None] * len(combos)
+    if m.budget:  # each combination's value of the budget's option (vitstudy.config.budget)
+        variants = [budget.variant(m.name, m.defaults, c, m.seeds, m.excludes) for c in combos]
+        solved = budget.solve(m.budget, variants, cost, problems.bad)
+    for combo, matched in zip(combos, solved, strict=True):
         for seed in m.seeds:
             try:
-                phase_cells = _cells_of(m, combo, seed, used)
+                phase_cells = _cells_of(m, combo, matched, seed, used, tuning)
             except CellError as e:
                 problems.cell(e)
                 continue
@@ -243,13 +298,18 @@ def _expand(m: _Manifest, problems: Problems) -> tuple[dict[str, Cell], Used]:
                 into.setdefault(f"{cell.grid}/{cell.spec.digest()}", cell)
     for key, cell in second.items():
         first.setdefault(key, cell)
-    return first, used
+    return {**tuning, **first}, used
 
 
-def _cells_of(m: _Manifest, combo: manifest_grid.Option, seed: int, used: Used) -> tuple[Cell, ...]:
+def _cells_of(m: _Manifest, combo: manifest_grid.Option, matched: Matched | None, seed: int, used: Used,
+              tuning: dict[str, Cell]) -> tuple[Cell, ...]:
     """The cells of one combination of axis values and one seed: none when an exclude rule matches;
-    else its cell, and its phase-2 cell when a phases rule matches (the first that does)."""
+    else its cell, and its phase-2 cell when a phases rule matches (the first that does). In a tuned
+    grid the cell is a final cell, and the variant's tuning cells go into `tuning`. A budget's solved
+    value (`matched`) is set as an axis value would be."""
     overrides = {key: (value, path) for key, value, path in combo}
+    if matched is not None:
+        overrides[matched.adjust] = (matched.value, ("budget",))
     spec = resolve(m.name, m.defaults, overrides, seed, {})
     semantic = spec.model_dump(mode="json")  # rules match the spec without the smoke overrides
     if m.smoke is not None:
@@ -259,20 +319,37 @@ def _cells_of(m: _Manifest, combo: manifest_grid.Option, seed: int, used: Used) 
     if excluded:
         return ()
     axes = tuple((k, v) for k, v, _ in combo)
+    if m.tune is not None:
+        spec = tune.final_spec(spec, _tuning_cells(m.tune, spec, axes, tuning, matched), m.tune.metric)
     phased = next((i for i, r in enumerate(m.phases) if manifest_rules.matches(r["match"], semantic)), None)
     if phased is None:
-        return (_cell(spec, axes, semantic, m.expects, used),)
+        return (_cell(spec, axes, semantic, m.expects, used, matched),)
     used["phases"].add(phased)
-    cell = _cell(spec, axes + (("phase", 1),), semantic, m.expects, used)
+    cell = _cell(spec, axes + (("phase", 1),), semantic, m.expects, used, matched)
     rule = m.phases[phased]
     semantic2 = next_phase(semantic, cell.run_id, rule, {}, phased).model_dump(mode="json")
     spec2 = next_phase(spec.model_dump(mode="json"), cell.run_id, rule, m.smoke or {}, phased)
     return cell, _cell(spec2, axes + (("phase", 2),), semantic2, m.expects, used)
 
 
-def _cell(spec: RunSpec, axes: tuple, semantic: dict, expects: list[dict], used: Used) -> Cell:
-    expect, source = manifest_rules.expected(expects, semantic, used["expect"])
-    return Cell(spec, make_run_id(axes, spec), axes, expect, source)
+def _tuning_cells(rule: tune.TuneRule, variant: RunSpec, axes: tuple, into: dict[str, Cell],
+                  matched: Matched | None) -> tuple[str, ...]:
+    """Add a variant's tuning cells to `into` (an equal cell there already keeps its id); their run ids,
+    candidate by candidate in manifest order, each candidate's seeds in order."""
+    ids = []
+    for candidate in rule.candidates:
+        tuned_axes = axes + tuple((key, value) for key, value, _ in candidate)
+        for seed in rule.seeds:
+            spec = tune.tuning_spec(variant, candidate, seed, rule.metric)
+            cell = Cell(spec, make_run_id(tuned_axes, spec), tuned_axes, budget=matched)
+            ids.append(into.setdefault(f"{cell.grid}/{spec.digest()}", cell).run_id)
+    return tuple(ids)
+
+
+def _cell(spec: RunSpec, axes: tuple, semantic: dict, expects: list[dict], used: Used,
+          matched: Matched | None = None) -> Cell:
+    expect, tolerance, source = manifest_rules.expected(expects, semantic, used["expect"])
+    return Cell(spec, make_run_id(axes, spec), axes, expect, source, tolerance=tolerance, budget=matched)
 
 
 def _check_rules_used(m: _Manifest, used: Used, bad: Bad) -> None:
@@ -280,8 +357,9 @@ def _check_rules_used(m: _Manifest, used: Used, bad: Bad) -> None:
     if not m.own_cells:
         return
     for kind, rules in (("exclude", m.excludes), ("expect", m.expects), ("phases", m.phases)):
+        at = m.expect_at if kind == "expect" else (kind,)
         for i, rule in enumerate(rules):
             if i not in used[kind]:
-                bad((kind, i) if kind == "exclude" else (kind, i, "match"),
+                bad(at + (i,) if kind == "exclude" else at + (i, "match"),
                     f"{rule['match']!r} matches no cell of the grid; check the keys and values against the "
                     "grid's axes")

@@ -49,52 +49,57 @@ def seeds(value: Any, path: tuple, bad: Bad) -> list[int]:
     return value
 
 
-def smoke(value: Any, bad: Bad) -> tuple[dict[str, dict], list[int] | None]:
-    """`smoke:`'s section overrides and its seeds (None: the manifest's)."""
+def smoke(value: Any, bad: Bad) -> tuple[dict[str, dict], list[int] | None, list[dict] | None]:
+    """`smoke:`'s section overrides, its seeds and its expect rules (None: the manifest's). A smoke run
+    trains far less than the grid, so a CI gate on it needs expectations of its own."""
     if value is None:
-        return {}, None
+        return {}, None, None
     if not isinstance(value, dict):
-        bad(("smoke",), f"smoke is a mapping of sections ({', '.join(SECTIONS)}) and/or seeds")
-        return {}, None
+        bad(("smoke",), f"smoke is a mapping of sections ({', '.join(SECTIONS)}), seeds and/or expect")
+        return {}, None, None
     smoke_seeds = seeds(value["seeds"], ("smoke", "seeds"), bad) if "seeds" in value else None
-    rest = {k: v for k, v in value.items() if k != "seeds"}
+    expects = rules(value["expect"], "expect", bad, at=("smoke", "expect")) if "expect" in value else None
+    rest = {k: v for k, v in value.items() if k not in ("seeds", "expect")}
     sections = section_dicts(rest, ("smoke",), bad, "smoke")
     for section, fields in sections.items():
         valid = SECTIONS[section].model_fields
         for f in fields:
             if f not in valid:
                 bad(("smoke", section, f), unknown_name(f"{section} option", f, valid))
-    return sections, smoke_seeds
+    return sections, smoke_seeds, expects
 
 
-def rules(value: Any, kind: str, bad: Bad) -> list[dict]:
-    """exclude: [{key: value, ...}]; expect: [{match: {key: value}, metric: number, source: str}].
-    Each usable rule as {"match", "values" (metric -> float), "source"}."""
+def rules(value: Any, kind: str, bad: Bad, at: tuple | None = None) -> list[dict]:
+    """exclude: [{key: value, ...}]; expect: [{match: {key: value}, metric: number or {value: number,
+    tolerance: number}, source: str}]. Each usable rule as {"match", "values" (metric -> float),
+    "tolerance" (metric -> float, for the metrics given one), "source"}. `at`: where the list is (default:
+    the top-level key `kind`)."""
+    at = at or (kind,)
     if value is None:
         return []
     if not isinstance(value, list):
         example = ("[{model.head: cls, model.position: none}]" if kind == "exclude"
                    else "[{match: {model.preset: deit_tiny}, test/acc1: 72.2}]")
-        bad((kind,), f"{kind} is a list of rules, e.g. {example}")
+        bad(at, f"{kind} is a list of rules, e.g. {example}")
         return []
     out = []
     for i, rule in enumerate(value):
         if not isinstance(rule, dict) or (kind == "exclude" and not rule):
-            bad((kind, i), f"{rule!r}: a rule is a mapping" + (
+            bad(at + (i,), f"{rule!r}: a rule is a mapping" + (
                 " of spec keys to values" if kind == "exclude" else " with `match` and metric values"))
             continue
         match = rule if kind == "exclude" else rule.get("match", {})
-        mpath = (kind, i) if kind == "exclude" else (kind, i, "match")
+        mpath = at + (i,) if kind == "exclude" else at + (i, "match")
         if not isinstance(match, dict):
             bad(mpath, f"{match!r}: match is a mapping of spec keys (e.g. model.preset) to values")
             continue
         good = _match_keys_known(match, mpath, bad)
-        values, source = {}, None
+        values, tolerance, source = {}, {}, None
         if kind == "expect":
-            values, source, numbers_ok = _expect_values(rule, (kind, i), bad)
+            values, tolerance, source, numbers_ok = _expect_values(rule, at + (i,), bad)
             good = good and numbers_ok
         if good:
-            out.append({"match": match, "values": values, "source": source})
+            out.append({"match": match, "values": values, "tolerance": tolerance, "source": source})
     return out
 
 
@@ -114,10 +119,11 @@ def _match_keys_known(match: dict, path: tuple, bad: Bad) -> bool:
     return good
 
 
-def _expect_values(rule: dict, path: tuple, bad: Bad) -> tuple[dict[str, float], str | None, bool]:
-    """An expect rule's metric values, its source, and whether every value is a number and there is at
-    least one (reporting each problem)."""
-    values, source, ok = {}, None, True
+def _expect_values(rule: dict, path: tuple, bad: Bad) -> tuple[dict[str, float], dict[str, float],
+                                                              str | None, bool]:
+    """An expect rule's metric values, their tolerances (where given), its source, and whether every
+    value is usable and there is at least one (reporting each problem)."""
+    values, tolerance, source, ok = {}, {}, None, True
     for key, value in rule.items():
         if key == "match":
             continue
@@ -126,21 +132,52 @@ def _expect_values(rule: dict, path: tuple, bad: Bad) -> tuple[dict[str, float],
                 bad(path + (key,), f"{value!r}: source is a string (a citation)")
             source = str(value)
             continue
-        number = _number(value)  # YAML 1.1 reads 5.7e6 (no sign in the exponent) as a string
+        number, margin = _expected_value(value, path + (key,), bad)
         if number is None:
-            bad(path + (key,), f"{value!r}: an expected value is a finite number "
-                               "(e.g. test/acc1: 72.2, params: 5.7e6)")
             ok = False
-        else:
-            values[str(key)] = number
+            continue
+        values[str(key)] = number
+        if margin is not None:
+            tolerance[str(key)] = margin
     if not values:
         bad(path, "an expect rule gives at least one metric value, e.g. test/acc1: 72.2")
         ok = False
-    return values, source, ok
+    return values, tolerance, source, ok
 
 
-def _number(value: Any) -> float | None:
-    """A finite number from an int, a float or a numeric string ("5.7e6"), else None."""
+EXPECTED_KEYS = ("value", "tolerance")  # an expected value given as a mapping
+
+
+def _expected_value(value: Any, path: tuple, bad: Bad) -> tuple[float | None, float | None]:
+    """A metric's expected value (None when unusable) and its tolerance (None when not given), from a
+    number or {value: number, tolerance: number}, reporting each problem."""
+    if not isinstance(value, dict):
+        number = finite_number(value)  # YAML 1.1 reads 5.7e6 (no sign in the exponent) as a string
+        if number is None:
+            bad(path, f"{value!r}: an expected value is a finite number or {{value, tolerance}} (e.g. "
+                      "test/acc1: 72.2, params: 5.7e6, test/acc1: {value: 72.2, tolerance: 0.5})")
+        return number, None
+    ok = True
+    for key in value:
+        if key not in EXPECTED_KEYS:
+            bad(path + (key,), unknown_name("key of an expected value", key, EXPECTED_KEYS))
+            ok = False
+    number = finite_number(value.get("value"))
+    if number is None:
+        bad(path + ("value",), f"{value.get('value')!r}: value is a finite number, e.g. "
+                               "{value: 72.2, tolerance: 0.5}")
+        ok = False
+    margin = finite_number(value["tolerance"]) if "tolerance" in value else None
+    if "tolerance" in value and (margin is None or margin < 0):
+        bad(path + ("tolerance",), f"{value['tolerance']!r}: a tolerance is a finite number ≥ 0, the "
+                                   "largest |measured mean − value| that passes")
+        ok = False
+    return (number, margin) if ok else (None, None)
+
+
+def finite_number(value: Any) -> float | None:
+    """A finite number from an int, a float or a numeric string ("5.7e6": YAML 1.1 reads a float without
+    a sign in its exponent as a string), else None (a bool is not a number)."""
     if isinstance(value, bool):
         return None
     try:
@@ -164,17 +201,23 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def expected(expects: list[dict], semantic: dict, used: set) -> tuple[dict[str, float], str | None]:
-    """The reference values (and their source) of every expect rule matching a resolved spec; later
-    rules win. Adds the matching rules' indices to `used`."""
+def expected(expects: list[dict], semantic: dict,
+             used: set) -> tuple[dict[str, float], dict[str, float], str | None]:
+    """The reference values, their tolerances (where given) and their source, of every expect rule
+    matching a resolved spec; a later rule's value wins, with its own tolerance or none. Adds the
+    matching rules' indices to `used`."""
     expect: dict[str, float] = {}
+    tolerance: dict[str, float] = {}
     source = None
     for i, rule in enumerate(expects):
         if matches(rule["match"], semantic):
             used.add(i)
             expect.update(rule["values"])
+            for metric in rule["values"]:
+                tolerance.pop(metric, None)
+            tolerance.update(rule["tolerance"])
             source = rule["source"] or source
-    return expect, source
+    return expect, tolerance, source
 
 
 def phase_rules(value: Any, bad: Bad) -> list[dict]:

@@ -79,12 +79,22 @@ class TrainSpec(StrictModel):
     # the attention pattern then gets no gradient. A finite value (e.g. −10) leaks ≤ N·e^m of each row's
     # weight off target and lets phase 2 learn where to attend (vitstudy.models.transfer.conv).
     transfer_mask_value: float = Field(MASK_VALUE, lt=0)
+    # a tuned grid's final cell (vitstudy.config.tune), set by the manifest's `tune:`, never by hand: the run
+    # ids (same grid folder, manifest order) of its tuning cells, and the validation metric that picks one
+    tune_from: Optional[tuple[str, ...]] = None
+    tune_metric: Optional[str] = None
 
     @model_validator(mode="after")
     def _mask_needs_transfer(self) -> "TrainSpec":
         if self.transfer_mask_value != MASK_VALUE and self.transfer != "conv_to_attention":
             raise ValueError("transfer_mask_value applies only to a conv_to_attention phase "
                              f"(transfer is {self.transfer!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_pairs(self) -> "TrainSpec":
+        if (self.tune_from is None) != (self.tune_metric is None):
+            raise ValueError("tune_from and tune_metric go together (both set by the manifest's `tune:`)")
         return self
 
     @model_validator(mode="after")
@@ -129,6 +139,7 @@ class LogSpec(StrictModel):
 class RunSpec(StrictModel):
     grid: str
     seed: int = Field(ge=0)
+    stage: Literal["final", "tune"] = "final"  # "tune": a tuning cell of a tuned grid (vitstudy.config.tune)
     model: ModelSpec
     data: DataSpec
     train: TrainSpec = TrainSpec()
@@ -138,6 +149,11 @@ class RunSpec(StrictModel):
         """The spec as plain data without its cosmetic sections, and without options left at their
         declared defaults (so adding a new option with a default keeps every existing run id)."""
         return self.model_dump(mode="json", exclude=set(COSMETIC_KEYS), exclude_defaults=True)
+
+    def depends_on(self) -> tuple[str, ...]:
+        """The run ids (same grid folder) that must have finished before this cell starts: its phase 1
+        (train.init_from) and its tuning cells (train.tune_from)."""
+        return ((self.train.init_from,) if self.train.init_from else ()) + (self.train.tune_from or ())
 
     def digest(self, length: int = 8) -> str:
         blob = json.dumps(self.semantic(), sort_keys=True, separators=(",", ":"))

@@ -6,13 +6,24 @@ erasing, and timm's Mixup/CutMix (in the LightningModule, since it changes the t
 operations need PIL and one image at a time: timm's RandAugment and colour jitter. A dataset that could
 live on the device as tensors is served by the per-sample pipeline (DataLoader workers) when one of those
 is configured, and the choice is recorded (vitstudy.data.base).
+
+Every draw is keyed by what it is for (common random numbers, vitstudy.models.seeding), never by the
+global generators that model initialisation and dropout advance: the batch operations by (seed, epoch,
+batch, rank) (the DataModule gives `BatchAugment` that key's seed), the per-image ones by (seed, epoch,
+rank, position in the epoch) through `KeyedPositions` and `KeyedSamples`, whatever worker draws them.
+So every variant of a grid trained with one seed sees the same augmented images, and a resumed run
+draws what it would have drawn.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Dataset, Sampler
+
+from vitstudy.models.seeding import drawing_from
 
 
 def shift_and_flip(x: torch.Tensor, shift: int = 0, flip: bool = False,
@@ -55,15 +66,55 @@ class BatchAugment:
     def __bool__(self) -> bool:
         return bool(self.shift or self.flip or self.erasing)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = shift_and_flip(x, self.shift, self.flip)  # a new tensor unless both are off
+    def __call__(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """The augmented batch, its draws from streams seeded by `seed` (None: from the global generators,
+        as `vitstudy bench` times it)."""
+        generator = torch.Generator(x.device).manual_seed(seed) if seed is not None else None
+        out = shift_and_flip(x, self.shift, self.flip, generator)  # a new tensor unless both are off
         if self.erasing:
             from timm.data.random_erasing import RandomErasing
 
-            # timm erases in place, image by image, with noise drawn on the batch's device
+            # timm erases in place, image by image, drawing from Python's random and (the noise) from
+            # torch's generator of the batch's device
             erase = RandomErasing(self.erasing, mode="pixel", device=x.device)
-            out = erase(out if out is not x else x.clone())
+            with drawing_from(seed, "erasing", device=x.device) if seed is not None else nullcontext():
+                out = erase(out if out is not x else x.clone())
         return out
+
+
+class KeyedPositions(Sampler):
+    """A training sampler whose items carry their draw key: (index, epoch, rank, position in this
+    process's epoch), for `KeyedSamples`. Lightning sets its epoch, as a DistributedSampler's."""
+
+    def __init__(self, sampler: Sampler, rank: int):
+        self.sampler, self.rank, self.epoch = sampler, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((index, self.epoch, self.rank, position) for position, index in enumerate(self.sampler))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class KeyedSamples(Dataset):
+    """A dataset whose per-image augmentation draws from streams seeded by (seed, epoch, rank, position)
+    (the items of `KeyedPositions`), not from a DataLoader worker's generators: the same images whatever
+    the number of workers, in every variant, and after a resume."""
+
+    def __init__(self, data: Dataset, seed: int):
+        self.data, self.seed = data, seed
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int, int, int]):
+        index, *draws = key
+        with drawing_from(self.seed, "sample", *draws):
+            return self.data[index]
 
 
 @dataclass(frozen=True)

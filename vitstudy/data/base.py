@@ -14,7 +14,9 @@ run's metrics.json (`pipeline`).
 
 Sampling is the same on both paths: a DistributedSampler (shuffled with the run seed and the epoch, one
 shard per process under DDP) or timm's RepeatAugSampler for repeated augmentation, so both paths see the
-same samples in the same order for the same seed and epoch.
+same samples in the same order for the same seed and epoch, whatever the model. Augmentation draws are
+keyed the same way (vitstudy.data.augment): training batch b of epoch e is augmented from a stream seeded
+by (seed, e, b, rank), counted here as the batches arrive.
 
 A dataset's class count and channels are its registry entry's (vitstudy.registry.DATASETS meta, which
 the manifest validates with); a folder dataset is given the class count of the model it feeds. Every
@@ -34,10 +36,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
 from vitstudy.config.spec import RunSpec
-from vitstudy.data.augment import BatchAugment, ImageAugment
+from vitstudy.data.augment import BatchAugment, ImageAugment, KeyedPositions, KeyedSamples
+from vitstudy.models.seeding import stable_seed
 
 SPLIT_SEED = 0  # the data split never depends on the run seed
-SEED_STRIDE = 100_003  # epoch e of seed s shuffles with e + s·stride (samplers keyed by epoch alone)
+# epoch e of seed s shuffles with e + s·stride, so no two (seed, epoch) share an order (with s + e, seed 1's
+# epoch 0 would be seed 0's epoch 1)
+SEED_STRIDE = 100_003
 
 
 class SeededEpochs(Sampler):
@@ -133,11 +138,14 @@ class SplitDataModule(L.LightningDataModule):
         self.image_augment = ImageAugment(randaugment=randaugment, color_jitter=color_jitter)
         self.repeated_aug, self.seed, self.num_workers = repeated_aug, seed, num_workers
         self.pipeline: dict = {}
+        self.splits: dict[str, Dataset] = {}
+        self._batch_drawn = (-1, -1)  # (epoch, batch) of the last training batch augmented
 
     def _loader(self, name: str, train: bool):
         raise NotImplementedError
 
     def train_dataloader(self):
+        self._batch_drawn = (-1, -1)  # a new fit counts its batches from the start
         return self._loader("train", train=True)
 
     def val_dataloader(self):
@@ -166,14 +174,22 @@ class SplitDataModule(L.LightningDataModule):
 
             return SeededEpochs(RepeatAugSampler(range(n), num_replicas=world, rank=rank,
                                                  num_repeats=self.repeated_aug), self.seed)
-        return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train,
+                                  seed=self.seed * SEED_STRIDE)
 
     def workers_loader(self, data: Dataset, train: bool) -> DataLoader:
-        """The per-sample path: DataLoader workers over `data` with the shared sampler."""
+        """The per-sample path: DataLoader workers over `data` with the shared sampler; for training, each
+        sample's augmentation keyed by its position in the epoch (vitstudy.data.augment)."""
         workers = self.num_workers if self.num_workers is not None else loader_workers()
-        return DataLoader(data, batch_size=self.batch_size, sampler=self.sampler(len(data), train),
-                          num_workers=workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0)
+        sampler = self.sampler(len(data), train)
+        if train:
+            data, sampler = KeyedSamples(data, self.seed), KeyedPositions(sampler, self._rank_world()[0])
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Images in each split as training and evaluation use them (after `train_subset`)."""
+        return {name: len(self.splits[name]) for name in ("train", "val", "test")}
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """(images, labels) to `device`; device-resident batches are already there, and skip the
@@ -184,10 +200,18 @@ class SplitDataModule(L.LightningDataModule):
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches get the batch augmentation, drawn from a stream seeded by (seed, epoch,
+        batch, rank): Lightning hands them over in order, so the batch is counted here."""
         if self.augment and self.trainer is not None and self.trainer.training:
+            epoch, (last_epoch, last) = self._epoch(), self._batch_drawn
+            self._batch_drawn = (epoch, last + 1 if epoch == last_epoch else 0)
             x, y = batch
-            return self.augment(x), y
+            return self.augment(x, self.augment_seed(*self._batch_drawn)), y
         return batch
+
+    def augment_seed(self, epoch: int, batch: int) -> int:
+        """The seed of the augmentation draws of this process's training batch `batch` of `epoch`."""
+        return stable_seed(self.seed, "batch", epoch, batch, self._rank_world()[0])
 
 
 class TensorDataModule(SplitDataModule):

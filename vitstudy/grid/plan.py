@@ -1,5 +1,6 @@
 """A grid's state without training anything, as `vitstudy plan` shows it: each cell's status, its
-params and MACs, and an ETA once some cells ran.
+params and MACs, an ETA once some cells ran, and for a grid with a `budget:` (vitstudy.config.budget)
+the row whose cost deviates most from the reference.
 
 A cell's status is its record's (vitstudy.runfolder), corrected by what is live: a record that says
 "running" while no process holds the cell's lock (vitstudy.grid.locks) is "interrupted" (its process
@@ -53,6 +54,16 @@ class Plan:
             median = statistics.median(self.walls)  # the one `eta` multiplies
             text += f"; about {duration(seconds)} left on one worker (median {duration(median)} per cell)"
         return text
+
+    def budget_worst(self) -> list[PlanRow]:
+        """For each grid with a `budget:`, the first row whose cost deviates most from the reference."""
+        worst: dict[str, PlanRow] = {}
+        for row in self.rows:
+            held = worst.get(row.cell.grid)
+            if row.cell.budget is not None and (
+                    held is None or abs(row.cell.budget.deviation) > abs(held.cell.budget.deviation)):
+                worst[row.cell.grid] = row
+        return list(worst.values())
 
 
 def plan(grid: Grid, out: Path) -> Plan:

@@ -36,8 +36,9 @@ class Progress:
     """Counts of the grid's cells by status; `line()` is the live summary."""
 
     def __init__(self, name: str, total: int, workers: int = 1, echo: Callable[[str], None] = print,
-                 walls: list[float] | None = None):
+                 walls: list[float] | None = None, tuning: frozenset[str] = frozenset()):
         self.name, self.total, self.workers, self.echo = name, total, workers, echo
+        self.tuning = tuning  # run ids of tuning cells: a candidate that fails is an outcome, counted apart
         self.counts: Counter = Counter()
         self.running: set[str] = set()
         self.ended_ids: set[str] = set()
@@ -57,21 +58,30 @@ class Progress:
     def ended(self, run_id: str, status: str, record: dict | None = None) -> None:
         self.running.discard(run_id)
         self.ended_ids.add(run_id)
-        self.counts[status] += 1
+        self.counts[self._key(run_id, status)] += 1
         if record and status == "done" and record.get("wall_time_s"):
             self.walls.append(float(record["wall_time_s"]))
         if status == "done" and record is not None:
-            acc = record.get("metrics", {}).get("test/acc1")
-            note = f"test/acc1 {acc:.2f}%" if acc is not None else "done"
-            self.echo(f"{self.line()}  ✓ {run_id}: {note} in {duration(record.get('wall_time_s', 0))}")
+            wall = duration(record.get("wall_time_s", 0))
+            self.echo(f"{self.line()}  ✓ {run_id}: {_note(record)} in {wall}")
         elif status in FAILURES or status == "worker died":
             message = ((record or {}).get("error") or {}).get("message", "")
             self.echo(f"{self.line()}  ✗ {run_id} {status}: {message.splitlines()[0] if message else ''}")
 
     def failed_before(self, run_id: str, status: str) -> None:
         """A cell that failed in an earlier run and is not retried."""
-        self.counts[status] += 1
+        self.counts[self._key(run_id, status)] += 1
         self.echo(f"{self.line()}  ✗ {run_id} {status} in an earlier run (--retry-failed reruns it)")
+
+    def _key(self, run_id: str, status: str) -> str:
+        """The count a cell's outcome goes to: a tuning candidate that failed or diverged is tuning's
+        answer (that value loses), not a failure of the grid: "diverged (tuning)"."""
+        return f"{status} {TUNING}" if status in FAILURES and run_id in self.tuning else status
+
+    @property
+    def failures(self) -> int:
+        """Cells that failed, diverged, ran out of memory or were not run, tuning candidates aside."""
+        return sum(n for s, n in self.counts.items() if s not in ("done", "skipped") and not is_tuning(s))
 
     def line(self) -> str:
         done = self.counts["done"] + self.counts["skipped"]
@@ -93,6 +103,27 @@ class Progress:
         return ", ".join(parts) + f" in {duration(time.time() - self.start)}"
 
 
+TUNING = "(tuning)"
+
+
+def is_tuning(count_key: str) -> bool:
+    """Whether a count (Progress.counts, slurm's) is of tuning candidates that failed."""
+    return count_key.endswith(TUNING)
+
+
+def _note(record: dict) -> str:
+    """What a finished cell scored: test top-1; a tuning cell's validation top-1 (the test split is not
+    its business); a tuned final cell's chosen values too (vitstudy.training.tune)."""
+    tuning = (record.get("spec") or {}).get("stage") == "tune"
+    metric = "val/acc1" if tuning else "test/acc1"
+    acc = record.get("metrics", {}).get(metric)
+    note = f"{metric} {acc:.2f}%" if acc is not None else "done"
+    chosen = (record.get("tuned") or {}).get("keys", {})
+    if chosen:
+        note += " at " + ", ".join(f"{key.partition('.')[2]}={value}" for key, value in chosen.items())
+    return ("tuning, " if tuning else "") + note
+
+
 def survey(grid: Grid, out: Path, workers: int, echo: Callable[[str], None]
            ) -> tuple[Progress, dict[str, Path], list[Cell]]:
     """Where a grid stands before an executor runs it: each cell's folder (keyed by run id + grid name),
@@ -102,6 +133,7 @@ def survey(grid: Grid, out: Path, workers: int, echo: Callable[[str], None]
     records = {key: runfolder.read_record(d) for key, d in dirs.items()}
     done = {key for key, r in records.items() if runfolder.record_status(r) == "done"}
     walls = [r["wall_time_s"] for key, r in records.items() if key in done and r.get("wall_time_s")]
-    progress = Progress(grid.name, len(grid.cells), workers, echo, walls)
+    tuning = frozenset(cell.run_id for cell in grid.cells if cell.stage == "tune")
+    progress = Progress(grid.name, len(grid.cells), workers, echo, walls, tuning)
     progress.counts["skipped"] += len(done)
     return progress, dirs, [cell for cell in grid.cells if cell.run_id + cell.grid not in done]

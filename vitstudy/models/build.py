@@ -42,7 +42,9 @@ def tokenizer_layer(spec: ModelSpec):
     return TOKENIZERS.get(spec.tokenizer)
 
 
-def build_model(spec: ModelSpec) -> VisionTransformer:
+def build_model(spec: ModelSpec, seed: int | None = None) -> VisionTransformer:
+    """The model of a spec; with `seed`, initialised from it alone (vitstudy.models.seeding), so the
+    models of a grid's variants start equal wherever they have the same parameters."""
     return VisionTransformer(
         img_size=spec.img_size,
         patch_size=spec.patch_size,
@@ -58,6 +60,7 @@ def build_model(spec: ModelSpec) -> VisionTransformer:
         pool_layer=HEADS.get(spec.head),
         drop_path_rate=spec.drop_path,
         layer_scale=spec.layer_scale,
+        init_seed=seed,
     )
 
 

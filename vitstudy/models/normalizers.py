@@ -91,8 +91,13 @@ class Sigmoid(nn.Module):
         self.fixed_bias = sigmoid_bias
         self.bias = None
         if learnable_bias:
-            init = sigmoid_bias if sigmoid_bias is not None else -math.log(num_tokens)
-            self.bias = nn.Parameter(torch.full((num_heads, 1, 1), float(init)))
+            self.init_bias = sigmoid_bias if sigmoid_bias is not None else -math.log(num_tokens)
+            self.bias = nn.Parameter(torch.empty(num_heads, 1, 1))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.bias is not None:
+            nn.init.constant_(self.bias, self.init_bias)
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         if self.bias is not None:

@@ -15,7 +15,10 @@ from torch import nn
 class LearnedPosition(nn.Module):
     def __init__(self, dim: int, num_tokens: int):
         super().__init__()
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
+        self.pos_embed = nn.Parameter(torch.empty(1, num_tokens, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,14 +17,19 @@ class RelativePositionBias(nn.Module):
         super().__init__()
         H, W = grid
         self.num_heads, self.grid, self.num_prefix_tokens = num_heads, grid, num_prefix_tokens
-        self.table = nn.Parameter(torch.zeros((2 * H - 1) * (2 * W - 1), num_heads))
-        nn.init.trunc_normal_(self.table, std=0.02)
+        self.table = nn.Parameter(torch.empty((2 * H - 1) * (2 * W - 1), num_heads))
         rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
         coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, HW)
         rel = coords[:, :, None] - coords[:, None, :]  # (2, HW, HW): offset query − key
         index = (rel[0] + H - 1) * (2 * W - 1) + (rel[1] + W - 1)  # (HW, HW) into the table
         self.register_buffer("index", index, persistent=False)
-        self.prefix = nn.Parameter(torch.zeros(3, num_heads)) if num_prefix_tokens else None
+        self.prefix = nn.Parameter(torch.empty(3, num_heads)) if num_prefix_tokens else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.table, std=0.02)
+        if self.prefix is not None:
+            nn.init.zeros_(self.prefix)
 
     def forward(self) -> torch.Tensor:
         """The bias (h, N, N), N = num_prefix_tokens + H·W."""

@@ -52,9 +52,14 @@ class TokenPerformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, dim, drop=(0.0, dropout))
-        # Fixed random projection ω (m, dim): orthogonal rows scaled by √m, as the official code.
-        features = nn.init.orthogonal_(torch.empty(num_features, dim)) * math.sqrt(num_features)
-        self.register_buffer("features", features)
+        self.register_buffer("features", torch.empty(num_features, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draws the fixed random projection ω (m, dim): orthogonal rows scaled by √m, as the official code
+        (the layers are initialised as such)."""
+        nn.init.orthogonal_(self.features)
+        self.features.mul_(math.sqrt(self.num_features))
 
     def positive_features(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x) = exp(ωx − |x|²/2) / √m, so that E[φ(q)·φ(k)] = exp(q·k)."""

@@ -6,7 +6,9 @@ Each block is `x + mixer(norm(x))`, then `x + mlp(norm(x))`; the block owns the 
 drop-path and layer-scale, the mixer only mixes tokens. Constructors take classes or partials
 (timm style), never option dicts; `vitstudy.models.build` turns a spec into those arguments.
 Parameter names follow timm's VisionTransformer where the parts coincide (cls_token, blocks.i.norm1,
-blocks.i.mlp.fc1, norm, head), so weight transfer is a rename.
+blocks.i.mlp.fc1, norm, head), so weight transfer is a rename. Initialisation is timm's, module by module
+(vitstudy.models.seeding): with `init_seed`, every parameter's initial value depends only on the seed, its
+name, its shape and its module, so the variants of a grid share the initial values of the parts they share.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from vitstudy.models.channel_mixers import FeatureMLP
 from vitstudy.models.mixers.attention import Attention
 from vitstudy.models.position import LearnedPosition
+from vitstudy.models.seeding import init_weights
 from vitstudy.models.tokenizers import PatchEmbed
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -101,6 +104,7 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         layer_scale: float | None = None,
         block_order: Literal["mixer_first", "mlp_first"] = "mixer_first",
+        init_seed: int | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -120,15 +124,10 @@ class VisionTransformer(nn.Module):
         ])
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
-        self.reset_parameters()
+        init_weights(self, seed=init_seed)
 
     def reset_parameters(self) -> None:
-        """timm's ViT initialisation: truncated-normal linear weights, zero biases, tiny class token."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        """The body's own parameter: a tiny class token (timm); `init_weights` initialises the rest."""
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from vitstudy.config.manifest import load
+from vitstudy.models.cost import model_cost
 from vitstudy.results.format import human
 from vitstudy.results.groups import group_runs, short_axis
 from vitstudy.results.runs import Run
@@ -28,7 +29,7 @@ class CostTable:
 def cost_table(manifest: Path, device: str | None = None, batch_size: int | None = None) -> CostTable:
     """Measure one model per row on `device` (default: cuda if available) with `batch_size` images
     (default: each cell's data.batch_size)."""
-    grid = load(manifest)
+    grid = load(manifest, cost=model_cost)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     runs = [Run({"spec": c.spec.model_dump(mode="json")}, axes=tuple(c.axes)) for c in grid.cells]
     axes, groups = group_runs(runs)

@@ -2,8 +2,10 @@
 
 With a manifest, a run's axes are the manifest's (dotted key, value) pairs; from a results folder alone
 they are inferred: the flattened spec keys whose values differ between runs (seed, grid name and
-logging aside), a preset named instead of the fields it fixes. Statistics over a row count only the
-finished seeds: mean and sample standard deviation (n − 1).
+logging aside, and for a tuned grid the values its tuning chose), a preset named instead of the fields
+it fixes. Statistics over a row count only the finished seeds: mean and sample standard deviation
+(n − 1); a row also gives each finished seed's value, which paired comparisons match on
+(vitstudy.results.stats).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Group:
     def values(self, metric: str) -> list[float]:
         return [v for r in self.runs if r.status == "done" and (v := r.value(metric)) is not None]
 
+    def seeded(self, metric: str) -> list[tuple[Any, float]]:
+        """(seed, value) of each finished run."""
+        return [((r.record.get("spec") or {}).get("seed"), v) for r in self.runs
+                if r.status == "done" and (v := r.value(metric)) is not None]
+
     def mean(self, metric: str) -> float | None:
         vals = self.values(metric)
         return statistics.fmean(vals) if vals else None
@@ -40,6 +47,28 @@ class Group:
         if not vals and key in ("params", "macs") and self.runs:
             return _static_cost(self.runs[0].record.get("spec")).get(key)
         return statistics.fmean(vals) if vals else None
+
+    def split_size(self, split: str) -> int | None:
+        """Images in a split ("test") as the finished runs used them; None where unknown (older records)."""
+        sizes = {(r.record.get("split_sizes") or {}).get(split) for r in self.runs if r.status == "done"}
+        sizes.discard(None)
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def tuned(self, key: str) -> list[Any]:
+        """The values the tuning chose for `key` (e.g. train.lr) in this row, several where seeds disagree."""
+        return list(dict.fromkeys(keys[key] for r in self.runs
+                                  if key in (keys := (r.record.get("tuned") or {}).get("keys") or {})))
+
+    def tuned_edges(self, key: str) -> list[tuple[Any, str]]:
+        """(value, "smallest" | "largest") for each chosen value of `key` at an end of the range tuned."""
+        edges = {}
+        for r in self.runs:
+            tuned = r.record.get("tuned") or {}
+            if key in tuned.get("edge", ()):
+                tried = [c["values"][key] for c in tuned.get("candidates", []) if key in c.get("values", {})]
+                value = tuned["keys"][key]
+                edges[value] = "smallest" if value <= min(tried, default=value) else "largest"
+        return list(edges.items())
 
     @property
     def counts(self) -> Counter:
@@ -71,7 +100,8 @@ def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
         axes = list(dict.fromkeys(k for r in runs for k, _ in r.axes))
         labels = [dict(r.axes) for r in runs]
     else:
-        flats = [_identity(r.record.get("spec") or {}) for r in runs]
+        tuned = {k for r in runs for k in (r.record.get("tuned") or {}).get("keys") or {}}
+        flats = [_identity(r.record.get("spec") or {}, tuned) for r in runs]
         keys = sorted({k for f in flats for k in f})
         axes = [k for k in keys if len({f.get(k) for f in flats}) > 1]
         if "model.preset" in axes:  # a preset determines its own fields: name it, not them
@@ -94,10 +124,15 @@ def _flatten(spec: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _identity(spec: dict) -> dict[str, Any]:
-    """The flattened spec without what does not change a result's row: seed, grid name, logging."""
+NOT_IDENTITY = ("seed", "grid", "stage", "train.tune_from", "train.tune_metric")
+
+
+def _identity(spec: dict, tuned: set[str]) -> dict[str, Any]:
+    """The flattened spec without what does not change a result's row: seed, grid name, logging, the
+    tuning's bookkeeping and the values it chose (`tuned` keys, a column of their own)."""
     flat = _flatten(spec)
-    return {k: v for k, v in flat.items() if k not in ("seed", "grid") and not k.startswith("log.")}
+    return {k: v for k, v in flat.items()
+            if k not in NOT_IDENTITY and k not in tuned and not k.startswith("log.")}
 
 
 def _determined(flats: list[dict], key: str) -> bool:

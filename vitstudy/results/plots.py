@@ -3,7 +3,11 @@
 - `accuracy_vs_cost`: the first metric (mean ± std over seeds) against parameters and against MACs,
   one marker shape per token mixer, each point labelled with its row;
 - `val_acc_vs_epoch`: validation top-1 against epoch, one line per row (mean over seeds, band min–max),
-  read from each run's TensorBoard event files (`tb/`), so it works for runs in progress too.
+  read from each run's TensorBoard event files (`tb/`), so it works for runs in progress too;
+- `tuning_curve` (a tuned grid): per row, the selection metric's mean over the tuning seeds against the
+  tuned value (the first tuned key; a line per value of the others), the chosen value circled; a log
+  axis for a learning rate or a range wider than 20×. A row's tuning runs are those its final cells
+  name (`train.tune_from`); a candidate without a finished seed (diverged, pending) has no point.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from vitstudy.results.groups import Group, short_axis
-from vitstudy.results.runs import metric_name
+from vitstudy.results.format import value_text
+from vitstudy.results.groups import Group, hashable, short_axis
+from vitstudy.results.runs import Run, metric_name
 from vitstudy.results.table import Report
 from vitstudy.runfolder import TB_DIR
 
@@ -157,6 +162,79 @@ def val_acc_vs_epoch(report: Report, stem: Path) -> list[Path]:
     ax.set_title(f"{report.title}: validation accuracy during training" if report.title
                  else "validation accuracy during training")
     return save(fig, stem)
+
+
+def tuning_runs(report: Report, g: Group) -> list[Run]:
+    """The tuning runs of a row: those its final cells name in train.tune_from."""
+    ids = {i for r in g.runs for i in _train(r).get("tune_from") or ()}
+    return [r for r in report.tuning if r.record.get("run_id") in ids]
+
+
+def _train(run: Run) -> dict:
+    return (run.record.get("spec") or {}).get("train") or {}
+
+
+def _varying(runs: list[Run]) -> list[str]:
+    """The train.* keys whose values differ between a row's tuning runs: the tuned ones, lr first."""
+    keys = list(dict.fromkeys(k for r in runs for k in _train(r)))
+    keys = [k for k in keys if len({hashable(_train(r).get(k)) for r in runs}) > 1]
+    return sorted(keys, key=lambda k: k != "lr")
+
+
+def _candidate_means(runs: list[Run], key: str, metric: str) -> list[tuple[float, float]]:
+    """(tuned value, the metric's mean over that candidate's finished seeds), sorted by value."""
+    by_value: dict = {}
+    for r in runs:
+        if r.status == "done" and (v := r.value(metric)) is not None:
+            by_value.setdefault(_train(r)[key], []).append(v)
+    return sorted((x, statistics.fmean(v)) for x, v in by_value.items())
+
+
+def tuning_curve(report: Report, stem: Path) -> list[Path]:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    palette = colors(len(report.groups))
+    metrics, xs, key = set(), [], "lr"
+    for i, g in enumerate(report.groups):
+        runs = tuning_runs(report, g)
+        if not (keys := _varying(runs)):
+            continue
+        key = keys[0]
+        metric = next((m for r in g.runs if (m := _train(r).get("tune_metric"))), "val/acc1")
+        metrics.add(metric)
+        xs += _draw_row(ax, label(report, g), g, runs, keys, metric, palette[i])
+    if xs and min(xs) > 0 and (key.endswith("lr") or max(xs) / min(xs) > 20):
+        ax.set_xscale("log")
+    ax.set_xlabel(f"train.{key} (tuned)")
+    ax.set_ylabel(f"{', '.join(sorted(metric_name(m) for m in metrics))}, mean over tuning seeds")
+    ax.grid(alpha=0.3)
+    if xs:
+        ax.legend(fontsize=8, loc="best", title="circled: the value chosen", title_fontsize=8)
+    ax.set_title(f"{report.title}: per-variant tuning" if report.title else "per-variant tuning")
+    return save(fig, stem)
+
+
+def _draw_row(ax, name: str, g: Group, runs: list[Run], keys: list[str], metric: str, color) -> list[float]:
+    """A row's tuning: a line over the first tuned key per value of the others; returns the x values."""
+    key, others = keys[0], keys[1:]
+    xs = []
+    rests = dict.fromkeys(tuple(_train(r).get(k) for k in others) for r in runs)
+    for j, rest in enumerate(rests):
+        points = _candidate_means([r for r in runs if tuple(_train(r).get(k) for k in others) == rest],
+                                  key, metric)
+        if not points:
+            continue
+        xs += [x for x, _ in points]
+        line = [name] + [f"{k}={value_text(v)}" for k, v in zip(others, rest, strict=True)]
+        ax.plot(*zip(*points, strict=True), marker="o", color=color, label=", ".join(line),
+                linestyle=("-", "--", ":", "-.")[j % 4])
+        values = dict(zip(others, rest, strict=True))
+        chosen = [(x, y) for x, y in points
+                  if all(v in g.tuned(f"train.{k}") for k, v in {**values, key: x}.items())]
+        if chosen:
+            ax.plot(*zip(*chosen, strict=True), marker="o", markersize=13, fillstyle="none", linestyle="",
+                    color=color)
+    return xs
 
 
 def plot_all(report: Report, out_dir: Path) -> list[Path]:

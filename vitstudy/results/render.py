@@ -9,9 +9,10 @@ import html
 import io
 import math
 
-from vitstudy.results.groups import short_axis
+from vitstudy.results.compare import RowStats
+from vitstudy.results.groups import Group, short_axis
 from vitstudy.results.runs import COST
-from vitstudy.results.table import Report, Table, TableCell, best_of, is_best
+from vitstudy.results.table import Report, Table, TableCell
 from vitstudy.runfolder import FAILURES, PENDING
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -41,7 +42,8 @@ def to_markdown(t: Table) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$", "—": "---", "×": r"$\times$"}
+        "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "·": r"$\cdot$", "—": "---", "×": r"$\times$",
+        "α": r"$\alpha$", "<": r"$<$", ">": r"$>$", "|": r"\textbar{}"}
 
 
 def tex_escape(s: str) -> str:
@@ -98,31 +100,51 @@ def to_html(t: Table) -> str:
 
 
 def to_csv(report: Report) -> str:
-    """Raw numbers (no rounding beyond 6 decimals), one column per quantity, one row per group."""
+    """Raw numbers (no rounding beyond 6 decimals), one column per quantity, one row per group: per
+    metric its mean, std, n, best set, Δ to the baseline with CI, p, Holm's p, the test, significance,
+    and for a Δ not significant the seeds for 80% power and the smallest Δ detectable now."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    head = [short_axis(a) for a in report.axes] + ["baseline", "n_seeds"]
-    head += [f"n_{s}" for s in STATUSES]
+    tuned = report.tuned_keys
+    head = [short_axis(a) for a in report.axes] + [f"{short_axis(k)}_tuned" for k in tuned]
+    head += ["baseline", "n_seeds", "test_size"] + [f"n_{s}" for s in STATUSES]
     for m in report.metrics:
-        head += [f"{m}_{q}" for q in ("mean", "std", "n", "best", "delta", "paper", "delta_paper")]
+        head += [f"{m}_{q}" for q in METRIC_COLUMNS]
     head += list(COST)
     w.writerow(head)
-    best = {m: best_of([g.mean(m) for g in report.groups], m) for m in report.metrics}
-    for g in report.groups:
+    for i, g in enumerate(report.groups):
         c = g.counts
-        row = [g.label.get(a) for a in report.axes] + [int(g is report.baseline), len(g.runs)]
+        row = [g.label.get(a) for a in report.axes] + [" ".join(map(str, g.tuned(k))) for k in tuned]
+        row += [int(g is report.baseline), len(g.runs), _num(g.split_size("test"))]
         row += [c.get(s, 0) for s in STATUSES]
         for m in report.metrics:
-            mean, ref = g.mean(m), g.expect.get(m)
-            to_ref = None if ref is None or mean is None else mean - ref
-            row += [_num(mean), _num(g.std(m)), len(g.values(m)), int(is_best(mean, best[m])),
-                    _num(report.delta(g, m)), _num(ref), _num(to_ref)]
+            row += _metric_columns(report, g, m, report.stats(m)[i])
         row += [_num(g.cost(k)) for k in COST]
         w.writerow(row)
     return buf.getvalue()
+
+
+METRIC_COLUMNS = ("mean", "std", "n", "best", "delta", "delta_lo", "delta_hi", "p", "p_holm", "test",
+                  "significant", "seeds_for_power", "detectable_delta", "paper", "delta_paper")
+
+
+def _metric_columns(report: Report, g: Group, m: str, s: RowStats) -> list:
+    """The METRIC_COLUMNS of one row and metric (empty where a quantity does not apply)."""
+    mean, ref = g.mean(m), g.expect.get(m)
+    c = s.vs_base
+    tested = ([_num(c.delta), _num(c.lo), _num(c.hi), _p(c.p), _p(s.p_holm), c.test, int(s.significant)]
+              if c else [_num(report.delta(g, m)), "", "", "", "", "", ""])
+    to_ref = None if ref is None or mean is None else mean - ref
+    return ([_num(mean), _num(g.std(m)), len(g.values(m)), int(s.best)] + tested
+            + [_num(s.seeds), _num(s.detectable), _num(ref), _num(to_ref)])
 
 
 def _num(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     return f"{x:.6f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
+
+
+def _p(x: float | None) -> str:
+    """A p-value to 6 significant digits (a small one keeps its digits)."""
+    return "" if x is None else f"{x:.6g}"

@@ -40,10 +40,16 @@ class Run:
     axes: tuple[tuple[str, Any], ...] | None = None  # from a manifest; None: inferred from the specs
     expect: dict[str, float] = field(default_factory=dict)
     source: str | None = None
+    tolerance: dict[str, float] = field(default_factory=dict)  # metric -> ±, for expected values given one
 
     @property
     def status(self) -> str:
         return runfolder.record_status(self.record)
+
+    @property
+    def stage(self) -> str:
+        """"tune" for a tuning run of a tuned grid (never a row of a comparison), else "final"."""
+        return (self.record.get("spec") or {}).get("stage", "final")
 
     def value(self, metric: str) -> float | None:
         rec = self.record
@@ -65,11 +71,14 @@ def runs_from_dir(grid_dir: Path) -> list[Run]:
 def runs_from_manifest(manifest: Path, root: Path, smoke: bool = False) -> tuple[list[Run], Path, str]:
     """The manifest's cells, in its order, with their records under `root` (pending where none yet);
     also the folder the report goes to and the grid's name."""
-    grid = load(manifest, smoke=smoke)
+    from vitstudy.models.cost import model_cost  # solves budget:; imports torch, so not at import time
+
+    grid = load(manifest, smoke=smoke, cost=model_cost)
     runs = []
     for cell in grid.cells:
         d = grid.cell_dir(root, cell)
         record = runfolder.read_record(d) or {"run_id": cell.run_id, "status": runfolder.PENDING,
                                               "spec": cell.spec.model_dump(mode="json")}
-        runs.append(Run(record, d, tuple(cell.axes), dict(cell.expect), cell.expect_source))
+        runs.append(Run(record, d, tuple(cell.axes), dict(cell.expect), cell.expect_source,
+                        tolerance=dict(cell.tolerance)))
     return runs, Path(root) / grid.folder, grid.folder

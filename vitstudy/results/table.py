@@ -3,10 +3,14 @@ lays out, which vitstudy.results.render writes as Markdown, LaTeX or HTML.
 
 One row per cell without its seed: mean ± sample std (n − 1) over the finished seeds, and n. Seeds that
 failed, diverged, ran out of memory, are still running or have not started are counted in a footnote of
-their row, never averaged away. A baseline row (the first, or `--baseline head=cls,...`) gets a Δ column
-(difference of means); where the manifest carries `expect:` values, a "paper" column and the Δ to it.
-The best mean of each metric is marked (bold). Cost columns (params, MACs, measured images/s) sit beside
-accuracy. With `cols` axes the table is pivoted: the first metric, one column per value of those axes.
+their row, never averaged away. Against a baseline row (the first, or `--baseline head=cls,...`) the
+first metric gets Δ with its 95% CI, the Holm-corrected p-value (`*`: significant) and, for a Δ that
+is not significant, the seeds that would detect it (vitstudy.results.compare). Bold: per metric, the
+best set, the rows not significantly worse than the top one. Where the manifest carries `expect:`
+values, a "paper" column and the Δ to it. A tuned grid shows the values its tuning chose, a column per
+tuned key; its tuning runs are kept aside (a plot draws them), never rows. Cost columns (params, MACs,
+measured images/s) sit beside accuracy. With `cols` axes the table is pivoted: the first metric, one
+column per value of those axes.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from vitstudy.results.format import human
+from vitstudy.results.compare import BEST_RULE, TESTS_RULE, RowStats, best_set, column
+from vitstudy.results.format import human, mean_std, p_text, signed, value_text
 from vitstudy.results.groups import Group, axis_value, group_runs, hashable, resolve_axes, short_axis
 from vitstudy.results.runs import DEFAULT_METRICS, Run, metric_name, runs_from_dir, runs_from_manifest
+from vitstudy.results.stats import MAX_SEEDS
 from vitstudy.runfolder import FAILURES, METRICS_FILE
 
 SPEEDS = ("train_img_s", "infer_img_s")
@@ -40,27 +46,24 @@ class Table:
     legend: str = ""  # an unnumbered note under the table
 
 
-def mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+def power_text(s: RowStats) -> str:
+    """Seeds per row for 80% power, else (beyond MAX_SEEDS) the smallest detectable |Δ| now."""
+    if s.seeds is not None:
+        return str(s.seeds)
+    return "–" if s.detectable is None else f">{MAX_SEEDS}; MDE {s.detectable:.2f}"
 
 
-def signed(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.2f}"
+def note(notes: list[str], text: str) -> int:
+    """The number of footnote `text`, added once however many cells refer to it."""
+    if text not in notes:
+        notes.append(text)
+    return notes.index(text) + 1
 
 
-def best_of(values: list[float | None], metric: str) -> float | None:
-    """The best of a column's means at the table's precision (the lowest for a loss, else the highest)."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    lower = metric.endswith("loss")
-    return round(min(vals) if lower else max(vals), 2)
-
-
-def is_best(mean: float | None, best: float | None) -> bool:
-    return mean is not None and round(mean, 2) == best
+def split_of(metric: str) -> str | None:
+    """The split an accuracy is measured on ("test" for test/acc1 and best:test/acc1), else None."""
+    name = metric.removeprefix("best:")
+    return name.split("/")[0] if "/" in name and "/acc" in name else None
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Report:
     baseline: Group | None
     cols: list[str] = field(default_factory=list)
     title: str = ""
+    tuning: list[Run] = field(default_factory=list)  # a tuned grid's tuning runs: a plot, never rows
+    _stats: dict[str, list[RowStats]] = field(default_factory=dict, init=False, repr=False)  # per metric
 
     def status_note(self, g: Group) -> str | None:
         c = g.counts
@@ -86,9 +91,25 @@ class Report:
         return f"{', '.join(parts)} of {sum(c.values())} seeds, not in the mean{why}"
 
     def delta(self, g: Group, metric: str) -> float | None:
+        """The difference of means to the baseline (the Δ of a row that cannot be tested)."""
         base = self.baseline.mean(metric) if self.baseline else None
         mine = g.mean(metric)
         return None if base is None or mine is None else mine - base
+
+    def stats(self, metric: str) -> list[RowStats]:
+        """Every row's comparison with the baseline and best-set membership for `metric` (computed once)."""
+        if metric not in self._stats:
+            self._stats[metric] = column(self.groups, self.baseline, metric)
+        return self._stats[metric]
+
+    @property
+    def tuned_keys(self) -> list[str]:
+        """The keys a tuned grid's tuning chose (train.lr, ...), in first-appearance order."""
+        return list(dict.fromkeys(k for g in self.groups for r in g.runs
+                                  for k in (r.record.get("tuned") or {}).get("keys") or {}))
+
+    def split_sizes(self, split: str) -> list[int]:
+        return sorted({n for g in self.groups if (n := g.split_size(split))})
 
     def table(self) -> Table:
         return self._pivot() if self.cols else self._long()
@@ -100,15 +121,13 @@ class Report:
         speeds = [c for c in SPEEDS if any(g.cost(c) for g in self.groups)]
         paper = {m for m in metrics + ["params", "macs"] if any(m in g.expect for g in self.groups)}
         header, align = self._long_header(metrics, speeds, paper)
-        best = {m: best_of([g.mean(m) for g in self.groups], m) for m in metrics}
         notes: list[str] = []
-        sources: dict[str, int] = {}  # a paper's footnote number
-        rows = [self._long_row(g, metrics, speeds, paper, best, notes, sources) for g in self.groups]
-        return Table(header, align, rows, notes, self.title, self._long_legend())
+        rows = [self._long_row(i, g, metrics, speeds, paper, notes) for i, g in enumerate(self.groups)]
+        return Table(header, align, rows, notes, self.title, self._long_legend(metrics[0]))
 
     def _long_header(self, metrics: list[str], speeds: list[str], paper: set[str]) -> tuple[list, list]:
-        header = [short_axis(a) for a in self.axes]
-        align = ["l"] * len(self.axes)
+        header = [short_axis(a) for a in self.axes] + [f"{short_axis(k)} (tuned)" for k in self.tuned_keys]
+        align = ["l"] * len(header)
 
         def add(*titles: str) -> None:
             header.extend(titles)
@@ -117,7 +136,7 @@ class Report:
         for i, m in enumerate(metrics):
             add(metric_name(m), *(["n"] if i == 0 else []))
             if i == 0 and self.baseline is not None:
-                add("Δ")
+                add("Δ [95% CI]", "p (Holm)", "seeds for 80% power")
             if m in paper:
                 add("paper", "Δ paper")
         for c in ("params", "macs"):
@@ -125,51 +144,87 @@ class Report:
         add(*(metric_name(c) for c in speeds))
         return header, align
 
-    def _long_row(self, g: Group, metrics: list[str], speeds: list[str], paper: set[str], best: dict,
-                  notes: list[str], sources: dict[str, int]) -> list[TableCell]:
+    def _long_row(self, i: int, g: Group, metrics: list[str], speeds: list[str], paper: set[str],
+                  notes: list[str]) -> list[TableCell]:
         row = [TableCell(axis_value(g.label.get(a))) for a in self.axes]
-        for i, m in enumerate(metrics):
+        row += [self._tuned_cell(g, k, notes) for k in self.tuned_keys]
+        for j, m in enumerate(metrics):
             mean = g.mean(m)
-            cell = TableCell(mean_std(mean, g.std(m)), best=is_best(mean, best[m]))
-            if i == 0 and (note := self.status_note(g)):
-                notes.append(note)
-                cell.notes.append(len(notes))
+            cell = TableCell(mean_std(mean, g.std(m)), best=self.stats(m)[i].best)
+            if j == 0 and (status := self.status_note(g)):
+                cell.notes.append(note(notes, status))
             row.append(cell)
-            if i == 0:
+            if j == 0:
                 row.append(TableCell(str(len(g.values(m)))))
                 if self.baseline is not None:
-                    row.append(TableCell("–" if g is self.baseline else signed(self.delta(g, m))))
+                    row += self._test_cells(g, m, self.stats(m)[i], notes)
             if m in paper:
                 ref = g.expect.get(m)
-                row += [self._paper_cell(ref, g, sources, notes),
+                row += [self._paper_cell(ref, g, notes),
                         TableCell(signed(None if ref is None or mean is None else mean - ref))]
         for c in ("params", "macs"):
             v = g.cost(c)
             row.append(TableCell(human(v) if v else "–"))
             if c in paper:
-                row.append(self._paper_cell(g.expect.get(c), g, sources, notes, human))
+                row.append(self._paper_cell(g.expect.get(c), g, notes, human))
         for c in speeds:
             v = g.cost(c)
             row.append(TableCell(f"{v:,.0f}" if v else "–"))
         return row
 
-    def _paper_cell(self, ref, g: Group, sources: dict, notes: list, fmt=lambda v: f"{v:.2f}") -> TableCell:
+    def _test_cells(self, g: Group, m: str, s: RowStats, notes: list[str]) -> list[TableCell]:
+        """Δ [95% CI] (`*`: significant), p (Holm) and seeds for 80% power of a row against the baseline."""
+        if g is self.baseline:
+            return [TableCell("–"), TableCell("–"), TableCell("–")]
+        c = s.vs_base
+        delta = c.delta if c else self.delta(g, m)  # fewer than two seeds on a side: untested
+        ci = "" if c is None else f" [{signed(c.lo)}, {signed(c.hi)}]" + ("*" if s.significant else "")
+        cell = TableCell(signed(delta) + ci)
+        if c and c.test == "welch":
+            cell.notes.append(note(notes, "Welch's t-test: this row and the baseline did not finish the "
+                                          "same seeds"))
+        if c and c.constant:
+            cell.notes.append(note(notes, "the same Δ for every seed (no spread): t is infinite and p = 0, "
+                                          "as scipy computes it; more seeds may show a spread"))
+        split = split_of(m)
+        size = split and (g.split_size(split) or self.baseline.split_size(split))
+        if size and delta is not None and 100 / size > abs(delta):
+            cell.notes.append(note(notes, f"|Δ| is smaller than one {split} image ({100 / size:.2f} points)"))
+        return [cell, TableCell(p_text(s.p_holm)), TableCell(power_text(s))]
+
+    def _tuned_cell(self, g: Group, key: str, notes: list[str]) -> TableCell:
+        """The values the tuning chose for `key` in this row; a note where one is the edge of its range."""
+        cell = TableCell(", ".join(value_text(v) for v in g.tuned(key)) or "–")
+        for value, side in g.tuned_edges(key):
+            cell.notes.append(note(notes, f"{short_axis(key)} {value_text(value)} is the {side} value tuned: "
+                                          "widen the range"))
+        return cell
+
+    def _paper_cell(self, ref, g: Group, notes: list, fmt=lambda v: f"{v:.2f}") -> TableCell:
         if ref is None:
             return TableCell("–")
         cell = TableCell(fmt(ref))
         if g.source:
-            if g.source not in sources:
-                notes.append(f"paper: {g.source}")
-                sources[g.source] = len(notes)
-            cell.notes.append(sources[g.source])
+            cell.notes.append(note(notes, f"paper: {g.source}"))
         return cell
 
-    def _long_legend(self) -> str:
-        if self.baseline is None:
-            return "Bold: the best mean of a column; ±: the sample std over seeds; n: the finished seeds."
-        base = ", ".join(f"{short_axis(a)}={self.baseline.label.get(a)}" for a in self.axes) or "the only row"
-        return (f"Δ: difference of the mean to the baseline row's ({base}). Bold: the best mean of a "
-                "column; ±: the sample standard deviation over seeds; n: the finished seeds.")
+    def _long_legend(self, metric: str) -> str:
+        parts = []
+        if self.baseline is not None:
+            base = ", ".join(f"{short_axis(a)}={self.baseline.label.get(a)}" for a in self.axes)
+            parts.append(TESTS_RULE.format(metric=metric_name(metric), base=base or "the only row"))
+        parts += [BEST_RULE, "±: the sample standard deviation over seeds; n: the finished seeds."]
+        chosen_on = sorted({m for g in self.groups for r in g.runs
+                            if (m := (r.record.get("tuned") or {}).get("metric"))})
+        if chosen_on:
+            parts.append(f"(tuned): the value each row's tuning chose on {', '.join(chosen_on)}.")
+        return " ".join(parts + self._split_legend())
+
+    def _split_legend(self) -> list[str]:
+        sizes = self.split_sizes("test")
+        if len(sizes) == 1:
+            return [f"Test split: {sizes[0]} images (one image = {100 / sizes[0]:.2f} points)."]
+        return [f"Test split: {' or '.join(map(str, sizes))} images."] if sizes else []
 
     # -- the pivoted table: the first metric, one column per value of the `cols` axes ----------------
     def _pivot(self) -> Table:
@@ -182,27 +237,28 @@ class Report:
         header = [short_axis(a) for a in row_axes] + [
             ", ".join(f"{short_axis(a)}={v}" for a, v in zip(self.cols, ck, strict=True)) for ck in col_keys]
         align = ["l"] * len(row_axes) + ["r"] * len(col_keys)
-        best = {ck: best_of([by[rk, ck].mean(m) for rk in row_keys if (rk, ck) in by], m) for ck in col_keys}
+        best = set()
+        for ck in col_keys:
+            in_column = [by[rk, ck] for rk in row_keys if (rk, ck) in by]
+            best |= {id(g) for g, b in zip(in_column, best_set(in_column, m), strict=True) if b}
         notes: list[str] = []
         rows = []
         for rk in row_keys:
             row = [TableCell(axis_value(v)) for v in rk]
             for ck in col_keys:
                 g = by.get((rk, ck))
-                row.append(TableCell("·") if g is None else self._pivot_cell(g, m, best[ck], notes))
+                row.append(TableCell("·") if g is None else self._pivot_cell(g, m, id(g) in best, notes))
             rows.append(row)
-        legend = (f"{metric_name(m)}: mean ± sample std over seeds; bold: the best of a column; "
-                  "Δ and cost columns are in the unpivoted table.")
+        legend = " ".join([f"{metric_name(m)}: mean ± sample std over seeds.", BEST_RULE,
+                           "Δ, its tests and the cost columns are in the unpivoted table."]
+                          + self._split_legend())
         return Table(header, align, rows, notes, self.title, legend)
 
-    def _pivot_cell(self, g: Group, m: str, best: float | None, notes: list[str]) -> TableCell:
-        mean = g.mean(m)
+    def _pivot_cell(self, g: Group, m: str, best: bool, notes: list[str]) -> TableCell:
         n = len(g.values(m))
-        cell = TableCell(mean_std(mean, g.std(m)) + (f" (n={n})" if n != len(g.runs) else ""),
-                         best=is_best(mean, best))
-        if note := self.status_note(g):
-            notes.append(note)
-            cell.notes.append(len(notes))
+        cell = TableCell(mean_std(g.mean(m), g.std(m)) + (f" (n={n})" if n != len(g.runs) else ""), best=best)
+        if status := self.status_note(g):
+            cell.notes.append(note(notes, status))
         return cell
 
 
@@ -210,8 +266,9 @@ def summarize(runs: list[Run], metrics: Iterable[str] = DEFAULT_METRICS, rows: l
               cols: list[str] | None = None, baseline: dict[str, str] | None = None,
               title: str = "") -> Report:
     """Group runs into rows; `rows` orders/sorts by those axes first, `cols` pivots, `baseline`
-    ({axis: value}) picks the reference row (default: the first row)."""
-    axes, groups = group_runs(runs)
+    ({axis: value}) picks the reference row (default: the first row). Tuning runs are no rows."""
+    tuning = [r for r in runs if r.stage == "tune"]
+    axes, groups = group_runs([r for r in runs if r.stage != "tune"])
     rows = resolve_axes(rows or [], axes)
     cols = resolve_axes(cols or [], axes)
     axes = rows + [a for a in axes if a not in rows and a not in cols] + cols
@@ -228,7 +285,7 @@ def summarize(runs: list[Run], metrics: Iterable[str] = DEFAULT_METRICS, rows: l
         if not found:
             raise ValueError(f"no row matches the baseline {baseline}")
         base = found[0]
-    return Report(axes, groups, list(metrics), base, cols, title)
+    return Report(axes, groups, list(metrics), base, cols, title, tuning)
 
 
 def for_manifest(manifest: Path, root: Path, smoke: bool = False, metrics: Iterable[str] = DEFAULT_METRICS,

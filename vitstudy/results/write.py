@@ -1,12 +1,12 @@
 """A report's files in its grid's folder: table.{md,csv,tex,html} (atomic writes, vitstudy.runfolder)
-and its figures (vitstudy.results.plots)."""
+and its figures (vitstudy.results.plots), with `tuning.png` for a grid that has tuning runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from vitstudy import runfolder
-from vitstudy.results.plots import plot_all
+from vitstudy.results.plots import plot_all, tuning_curve
 from vitstudy.results.render import FORMATS, render
 from vitstudy.results.table import Report
 
@@ -20,4 +20,6 @@ def write(report: Report, out_dir: Path, plots: bool = True) -> list[Path]:
         written.append(path)
     if plots:
         written += plot_all(report, Path(out_dir))
+    if plots and report.tuning:
+        written += tuning_curve(report, Path(out_dir) / "tuning")
     return written

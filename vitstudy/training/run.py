@@ -33,6 +33,7 @@ from vitstudy.training.provenance import DDP_CELL_ENV, environment
 from vitstudy.training.quiet import expected_warnings_ignored, quiet_lightning
 from vitstudy.training.system import DivergedError, system_for
 from vitstudy.training.throughput import inference_throughput
+from vitstudy.training.tune import apply_tuning
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -72,6 +73,7 @@ def _lead() -> bool:
 
 
 def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+    spec, tuning = apply_tuning(spec, run_dir)  # a tuned grid's final cell: its best candidate's values
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     ckpt = run_dir / CKPT_FILE
@@ -79,7 +81,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt)}
     if _lead():  # DDP ranks > 0 train the same cell and leave its files to rank 0
         files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        running = _record(spec, run_dir, status="running", wall=0.0, **attempt)
+        running = _record(spec, run_dir, status="running", wall=0.0, **attempt, **tuning)
         files.write_json(run_dir / METRICS_FILE, running)
     L.seed_everything(spec.seed, workers=True, verbose=False)
 
@@ -109,7 +111,8 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
         measured = _measured(trainer, system, dm, monitor, run_dir, metrics)
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
-                     pipeline=dm.pipeline, peak_lr=system.peak_lr(), **attempt)
+                     pipeline=dm.pipeline, split_sizes=dm.split_sizes(), peak_lr=system.peak_lr(), **attempt,
+                     **tuning)
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
         files.write_json(run_dir / METRICS_FILE, record)
     return record
@@ -207,6 +210,10 @@ def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.T
     pipeline       done only: how training batches were made: {"mode": "device" | "workers", "reason",
                    ...} (vitstudy.data.base)
     peak_lr        done only: the lr after scaling by the global batch (train.lr_base_batch)
+    split_sizes    done only: images in each split as this run used them (after data.train_subset):
+                   {"train", "val", "test"}
+    tuned          a tuned grid's final cell only: the chosen values, every candidate's score, `edge`
+                   (vitstudy.training.tune)
     """
     if trainer is not None:
         device, count = trainer.strategy.root_device.type, trainer.num_devices

@@ -1,9 +1,10 @@
 """The LightningModule: what one training run optimises and measures, separate from the model.
 
-Cross-entropy with label smoothing, or, with Mixup/CutMix (timm's, one λ per batch as in DeiT), the
-cross-entropy against the mixed soft targets; AdamW with weight decay on weight matrices only (the loss and
-the optimizer are vitstudy.training.step's, which `vitstudy profile` and `vitstudy bench` time), its lr
-optionally scaled by the global batch (DeiT: lr × batch / 512); a per-step schedule of linear warm-up,
+Cross-entropy with label smoothing, or, with Mixup/CutMix (timm's, one λ per batch as in DeiT, drawn per
+(seed, epoch, batch) so that every variant of a grid mixes alike), the cross-entropy against the mixed
+soft targets; AdamW with weight decay on weight matrices only (the loss and the optimizer are
+vitstudy.training.step's, which `vitstudy profile` and `vitstudy bench` time), its lr optionally scaled
+by the global batch (DeiT: lr × batch / 512); a per-step schedule of linear warm-up,
 cosine decay to `min_lr` and an optional cool-down at `min_lr`; an optional EMA of the weights (timm's
 ModelEmaV3), evaluated next to the live weights under val/ema_* and test/ema_*. Top-1/top-5 accuracy
 (torchmetrics) in percent under train/loss, val/loss, val/acc1, val/acc5, test/acc1, test/acc5, lr.
@@ -28,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from vitstudy.config.spec import ModelSpec, RunSpec
 from vitstudy.data.augment import build_mixup
 from vitstudy.models.build import build_model
+from vitstudy.models.seeding import drawing_from
 from vitstudy.training.step import adamw, cross_entropy
 
 
@@ -45,20 +47,21 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
 
 class ImageClassifier(L.LightningModule):
     """The system of one cell. Its arguments are the spec's model (as plain data), the per-process batch
-    size and the TrainSpec fields of the same names, all required: `system_for` fills them from a RunSpec,
-    so no training default lives here."""
+    size, the run seed (the model's initial weights and the Mixup draws are keyed by it,
+    vitstudy.models.seeding) and the TrainSpec fields of the same names, all required: `system_for` fills
+    them from a RunSpec, so no training default lives here."""
 
-    def __init__(self, *, model: dict, batch_size: int, lr: float, min_lr: float, weight_decay: float,
-                 warmup_epochs: float, label_smoothing: float, betas: tuple[float, float],
-                 lr_base_batch: int | None, cooldown_epochs: int, mixup: float, cutmix: float,
-                 mixup_prob: float, mixup_switch_prob: float, ema_decay: float | None, compile: bool,
-                 grad_clip: float | None):
+    def __init__(self, *, model: dict, batch_size: int, seed: int, lr: float, min_lr: float,
+                 weight_decay: float, warmup_epochs: float, label_smoothing: float,
+                 betas: tuple[float, float], lr_base_batch: int | None, cooldown_epochs: int, mixup: float,
+                 cutmix: float, mixup_prob: float, mixup_switch_prob: float, ema_decay: float | None,
+                 compile: bool, grad_clip: float | None):
         super().__init__()
         self.save_hyperparameters()
         # one explicit optimizer step per batch: Lightning's automatic optimization wraps it in a
         # closure with six more hooks, ~0.2 ms per step (3% of the default grid's 7.4 ms step)
         self.automatic_optimization = False
-        self.model = build_model(ModelSpec(**model))
+        self.model = build_model(ModelSpec(**model), seed=seed)  # the variants of a grid start alike
         k = self.model.num_classes
         self.mixup = build_mixup(mixup, cutmix, mixup_prob, mixup_switch_prob, label_smoothing, k)
         self.ema = None
@@ -89,19 +92,22 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_loss(self, batch) -> torch.Tensor:
-        """The loss of one training batch: label-smoothed cross-entropy, or with Mixup/CutMix the
-        cross-entropy against the mixed soft targets."""
+    def training_loss(self, batch, batch_idx: int) -> torch.Tensor:
+        """The loss of training batch `batch_idx` of this epoch: label-smoothed cross-entropy, or with
+        Mixup/CutMix the cross-entropy against the mixed soft targets, λ and boxes drawn from a stream
+        keyed by (seed, epoch, batch, rank): the same for every variant and after a resume."""
         x, y = batch
         if self.mixup is None:
             return cross_entropy(self(x), y, self.hparams.label_smoothing)
         if len(y) % 2:  # timm mixes each image with its mirror in the batch: it needs an even batch
             x, y = x[:-1], y[:-1]
-        x, soft = self.mixup(x, y)
+        with drawing_from(self.hparams.seed, "mixup", self.current_epoch, batch_idx, self.global_rank,
+                          device=x.device):
+            x, soft = self.mixup(x, y)
         return torch.sum(-soft * F.log_softmax(self(x), dim=-1), dim=-1).mean()
 
     def training_step(self, batch, batch_idx):
-        loss = self.training_loss(batch)
+        loss = self.training_loss(batch, batch_idx)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)  # through the precision plugin (loss scaling) and the strategy (DDP)
@@ -190,12 +196,12 @@ class ImageClassifier(L.LightningModule):
 
 
 # the system's arguments that are not TrainSpec fields: given by `system_for` from the rest of the spec
-NOT_FROM_TRAIN = ("model", "batch_size")
+NOT_FROM_TRAIN = ("model", "batch_size", "seed")
 
 
 def system_for(spec: RunSpec) -> ImageClassifier:
-    """The LightningModule of a RunSpec: its model, its per-process batch size, and every other argument
-    from the TrainSpec field of the same name (the data side is vitstudy.data.base.datamodule_for)."""
+    """The LightningModule of a RunSpec: its model, its per-process batch size, its seed, and every other
+    argument from the TrainSpec field of the same name (the data side: vitstudy.data.base.datamodule_for)."""
     names = [n for n in inspect.signature(ImageClassifier).parameters if n not in NOT_FROM_TRAIN]
     return ImageClassifier(model=spec.model.model_dump(mode="json"), batch_size=spec.data.batch_size,
-                           **{name: getattr(spec.train, name) for name in names})
+                           seed=spec.seed, **{name: getattr(spec.train, name) for name in names})

@@ -16,8 +16,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from vitstudy import runfolder as files
 from vitstudy.config.manifest import Cell, Grid
+from vitstudy.grid import depends
 from vitstudy.grid.executors.worker import attempt, init_worker
 from vitstudy.grid.progress import Progress, survey
 from vitstudy.runfolder import FAILURES
@@ -39,9 +39,10 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
     if todo:
         echo(progress.line())
     stop = False
-    # phase-2 cells (train.init_from, vitstudy.config.phases) run after the wave of their phase 1
-    for phase in (1, 2):
-        wave = [] if stop else _phase_one(todo) if phase == 1 else _phase_two(todo, dirs, echo)
+    # a cell that waits for others (phase 2, a tuned grid's final cell: vitstudy.grid.depends) runs in a
+    # wave after theirs, once they ended as it needs
+    for cells in depends.waves(todo):
+        wave = [] if stop else _startable(cells, dirs, echo)
         if not wave:
             continue
         deferred: list[Cell] = []
@@ -56,21 +57,17 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
     return progress
 
 
-def _phase_one(todo: list[Cell]) -> list[Cell]:
-    return [c for c in todo if not c.spec.train.init_from]
-
-
-def _phase_two(todo: list[Cell], dirs: dict, echo: Callable[[str], None]) -> list[Cell]:
-    """The phase-2 cells whose phase 1 is done (asked after the first wave ran); the others: not run."""
-    wave = []
-    for cell in (c for c in todo if c.spec.train.init_from):
-        first = dirs[cell.run_id + cell.grid].parent / cell.spec.train.init_from
-        status = files.status(first)
-        if status == "done":
-            wave.append(cell)
+def _startable(wave: list[Cell], dirs: dict, echo: Callable[[str], None]) -> list[Cell]:
+    """The cells of a wave whose dependencies ended as they need (asked once the earlier waves ran);
+    the others are not run."""
+    ready = []
+    for cell in wave:
+        reason = depends.unmet(cell.spec, dirs[cell.run_id + cell.grid].parent)
+        if reason is None:
+            ready.append(cell)
         else:
-            echo(f"  - {cell.run_id} not run: its phase 1 {first.name} is {status}")
-    return wave
+            echo(f"  - {cell.run_id} not run: {reason}")
+    return ready
 
 
 def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progress: Progress,

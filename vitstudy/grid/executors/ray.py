@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from vitstudy import runfolder as files
 from vitstudy.config.manifest import Grid
+from vitstudy.grid import depends
 from vitstudy.grid.progress import Progress, survey
 from vitstudy.runfolder import FAILURES
 
@@ -56,17 +56,20 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
         def start(c, wait_for_lock: bool = False) -> None:
             waiting[remote.remote(c.spec, str(dirs[c.run_id + c.grid]), retry_failed, wait_for_lock)] = c
 
-        # a phase-2 cell (train.init_from) starts when its phase-1 cell is done
-        after: dict[str, list] = {}
-        todo_ids = {c.run_id for c in todo}
-        for c in todo:
-            first = getattr(c.spec.train, "init_from", None)
-            if not first or files.status(dirs[c.run_id + c.grid].parent / first) == "done":
+        def start_if_ready(c) -> None:  # once the cells it depends on ended (vitstudy.grid.depends)
+            reason = depends.unmet(c.spec, dirs[c.run_id + c.grid].parent)
+            if reason is None:
                 start(c)
-            elif first in todo_ids:
-                after.setdefault(first, []).append(c)
             else:
-                echo(f"  - {c.run_id} not run: its phase 1 {first} is not done")
+                echo(f"  - {c.run_id} not run: {reason}")
+
+        # a cell that waits for others (phase 2, a tuned grid's final cell) starts when the last ends
+        todo_ids = {(c.grid, c.run_id) for c in todo}
+        waits_for = {(c.grid, c.run_id): (c, {d for d in c.spec.depends_on() if (c.grid, d) in todo_ids})
+                     for c in todo}
+        for c, deps in waits_for.values():
+            if not deps:
+                start_if_ready(c)
         second_round = False
         while waiting:
             ready, _ = ray.wait(list(waiting), num_returns=1)
@@ -79,11 +82,11 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
                 start(cell, wait_for_lock=True)
                 second_round = True
                 continue
-            for c in after.pop(cell.run_id, []):
-                if outcome in ("done", "skipped"):
-                    start(c)
-                else:
-                    echo(f"  - {c.run_id} not run: its phase 1 {cell.run_id} is {outcome}")
+            for c, deps in waits_for.values():
+                if c.grid == cell.grid and cell.run_id in deps:
+                    deps.discard(cell.run_id)
+                    if not deps:
+                        start_if_ready(c)
             if outcome in FAILURES and not trained:
                 progress.failed_before(cell.run_id, outcome)
             else:

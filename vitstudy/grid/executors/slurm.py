@@ -34,6 +34,7 @@ from typing import Callable
 
 from vitstudy import runfolder as files
 from vitstudy.config.manifest import Cell, Grid
+from vitstudy.grid.progress import TUNING
 from vitstudy.runfolder import FAILURES
 
 JOBS_FILE = "jobs.json"
@@ -109,8 +110,8 @@ def pending_cells(grid: Grid, out: Path, retry_failed: bool) -> tuple[list[Cell]
 
 def submit(grid: Grid, out: Path, options: SlurmOptions, retry_failed: bool = False,
            echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Submit one array for the pending cells (two when the grid has phase-2 cells); return run_id →
-    job id of the new tasks."""
+    """Submit one array for the pending cells (two when some wait for others: phase 2, tuned grids'
+    final cells); return run_id → job id of the new tasks."""
     out = Path(out).resolve()
     todo, queued = pending_cells(grid, out, retry_failed)
     if queued:
@@ -124,24 +125,20 @@ def submit(grid: Grid, out: Path, options: SlurmOptions, retry_failed: bool = Fa
         raise ValueError(f"--gpus-per-cell {g} needs train.devices: {g} in every cell; not in {wrong[:3]}")
     folder = jobs_dir(grid, out)
     new: dict[str, str] = {}
-    # phase-2 cells (train.init_from) go in a second array that starts once their phase-1 tasks ended
-    first = [c for c in todo if not _init_from(c)]
-    second = [c for c in todo if _init_from(c)]
+    # cells that wait for others (phase 2, a tuned grid's final cells: vitstudy.grid.depends) go in a
+    # second array that starts once the tasks they wait for ended
+    first = [c for c in todo if not c.spec.depends_on()]
+    second = [c for c in todo if c.spec.depends_on()]
     for cells in (first, second):
         if not cells:
             continue
-        waits = {new.get(_init_from(c)) or queued.get(_init_from(c)) for c in cells if _init_from(c)}
+        waits = {new.get(d) or queued.get(d) for c in cells for d in c.spec.depends_on()}
         waits.discard(None)
         dependency = "afterany:" + ":".join(sorted(waits)) if waits else None
         submitted = _array(grid, out, cells, options, retry_failed, dependency, echo)
         new.update(submitted)  # recorded at once: a killed submitter leaves no array unrecorded
         files.write_json(folder / JOBS_FILE, {**(files.read_json(folder / JOBS_FILE) or {}), **submitted})
     return new
-
-
-def _init_from(cell: Cell) -> str | None:
-    """The phase-1 run id of a phase-2 cell (vitstudy.config.phases), else None."""
-    return getattr(cell.spec.train, "init_from", None)
 
 
 def _array(grid: Grid, out: Path, todo: list[Cell], options: SlurmOptions, retry_failed: bool,
@@ -185,6 +182,8 @@ def wait(grid: Grid, out: Path, poll_s: float = 5.0, echo: Callable[[str], None]
         counts: dict[str, int] = {}
         for cell in grid.cells:
             status = files.status(grid.cell_dir(out, cell))
+            if status in FAILURES and cell.stage == "tune":
+                status = f"{status} {TUNING}"
             counts[status] = counts.get(status, 0) + 1
         line = f"[{grid.name}] {len(queued)} task(s) on SLURM; " + ", ".join(
             f"{n} {s}" for s, n in sorted(counts.items()))
@@ -211,6 +210,7 @@ class CellTask(_Base):
     `checkpoint()` (inherited), which requeues this same call: the cell resumes from its last.ckpt."""
 
     def __call__(self, spec, run_dir: str, retry_failed: bool = False) -> str:
+        from vitstudy.grid import depends
         from vitstudy.grid.executors.worker import Terminated, attempt, on_sigterm
         from vitstudy.training.quiet import quiet_lightning
 
@@ -218,9 +218,8 @@ class CellTask(_Base):
         # attempt without recording a failure (Lightning calls its own handler, then ours)
         signal.signal(signal.SIGTERM, on_sigterm)
         quiet_lightning()
-        first = getattr(spec.train, "init_from", None)
-        if first and files.status(Path(run_dir).parent / first) != "done":
-            return "not run"  # its phase 1 failed or is unfinished: a later run-grid submits it again
+        if depends.unmet(spec, Path(run_dir).parent):
+            return "not run"  # what it waits for failed or is unfinished: a later run-grid submits it again
         try:
             if _rank() == 0:
                 # a multi-task (DDP) cell waits for its lock, so that every rank trains or none does

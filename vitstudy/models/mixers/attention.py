@@ -80,6 +80,11 @@ class Attention(nn.Module):
         self.path, self.fused_scale = attn_path, fused_scale
         self.path_taken: str | None = None
 
+    def reset_parameters(self) -> None:
+        """The null key's bias (qkv, proj, the normaliser and the relative table initialise their own)."""
+        if self.null_bias is not None:
+            nn.init.zeros_(self.null_bias)
+
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)

@@ -37,7 +37,12 @@ class DepthwiseSelfAttention(nn.Module):
         self.kernel = (window, window) if window else (2 * H - 1, 2 * W - 1)
         self.rel = None
         if rel_pos:
-            self.rel = nn.Parameter(torch.zeros(num_heads, *self.kernel))
+            self.rel = nn.Parameter(torch.empty(num_heads, *self.kernel))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The relative table (qk and proj are linear layers, initialised as such)."""
+        if self.rel is not None:
             nn.init.trunc_normal_(self.rel, std=0.02)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
