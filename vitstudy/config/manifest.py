@@ -84,22 +84,21 @@ vitstudy.config.budget.Matched: value, cost, reference; None without a budget or
 Every cell is validated before anything runs, and every problem of every cell is reported together,
 each naming the file, the line where known, the dotted key path, the bad value and what is valid
 (vitstudy.config.errors). Only this layer reads YAML (vitstudy.config.yaml_lines). This module reads a
-manifest and expands it; the grid's axes are vitstudy.config.manifest_grid, the other parts
-vitstudy.config.manifest_rules, and one cell's spec vitstudy.config.manifest_resolve.
+manifest into its parts; the grid's axes are vitstudy.config.manifest_grid, the other parts
+vitstudy.config.manifest_rules, their expansion into cells vitstudy.config.manifest_expand, one cell's
+spec vitstudy.config.manifest_resolve, and Cell, Grid and run ids vitstudy.config.cells.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
 
 from vitstudy.config import budget, manifest_grid, manifest_rules, tune
-from vitstudy.config.budget import CostFn, Matched
-from vitstudy.config.errors import Bad, CellError, ManifestError, Problem, Problems
-from vitstudy.config.manifest_resolve import next_phase, resolve
-from vitstudy.config.spec import RunSpec
+from vitstudy.config.budget import CostFn
+from vitstudy.config.cells import Cell, Grid, make_run_id
+from vitstudy.config.errors import Bad, ManifestError, Problem, Problems
+from vitstudy.config.manifest_expand import Parts, check_rules_used, expand
 from vitstudy.config.yaml_lines import read_yaml
 from vitstudy.registry import unknown_name
 
@@ -107,48 +106,7 @@ TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "s
              "phases", "tune", "budget")
 SMOKE_SUFFIX = "-smoke"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the grid: its spec, its id, the axis values that distinguish it, reference values."""
-
-    spec: RunSpec
-    run_id: str
-    axes: tuple[tuple[str, Any], ...]  # (dotted key, value) for each grid axis, seed excluded
-    expect: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
-    expect_source: str | None = field(default=None, compare=False)
-    tolerance: dict[str, float] = field(default_factory=dict, compare=False, hash=False)  # metric -> ±
-    budget: Matched | None = field(default=None, compare=False)  # the solved `budget:` value, if any
-
-    @property
-    def grid(self) -> str:
-        """The name of the manifest that owns this cell, i.e. its results folder."""
-        return self.spec.grid
-
-    @property
-    def stage(self) -> str:
-        """"tune" for a tuning cell of a tuned grid (vitstudy.config.tune), else "final"."""
-        return self.spec.stage
-
-
-@dataclass(frozen=True)
-class Grid:
-    name: str
-    file: str
-    description: str
-    axes: tuple[str, ...]
-    cells: tuple[Cell, ...]
-    smoke: bool = False
-    folder: str = ""  # the top-level results folder: the name, plus "-smoke" for a smoke run
-
-    def cell_dir(self, root: str | Path, cell: Cell) -> Path:
-        """`<root>/<cell's grid>/<run id>`, refusing any path that would leave `root`."""
-        root = Path(root)
-        path = root / cell.grid / cell.run_id
-        if not path.resolve().is_relative_to(root.resolve()) or ".." in path.relative_to(root).parts:
-            raise ValueError(f"run directory {path} escapes the results root {root}")
-        return path
+__all__ = ["Cell", "Grid", "ManifestError", "load", "make_run_id", "parse"]  # what other layers use
 
 
 def load(path: str | Path, smoke: bool = False, cost: CostFn | None = None) -> Grid:
@@ -163,19 +121,6 @@ def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False,
     return _parse(text, file, smoke, (), cost)
 
 
-def make_run_id(axes: tuple[tuple[str, Any], ...], spec: RunSpec) -> str:
-    """A readable name from the axis values and seed, plus a short hash of the resolved spec."""
-    parts = [f"{key.rsplit('.', 1)[-1]}-{_slug(value)}" for key, value in axes]
-    if not parts:
-        parts = [spec.model.preset or spec.model.mixer]
-    readable = "_".join(parts)[:80]
-    return f"{readable}_s{spec.seed}-{spec.digest()}"
-
-
-def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "", str(value).replace(" ", "")) or "x"
-
-
 # --------------------------------------------------------------------------------------------------
 def _load(path: Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
     try:
@@ -183,29 +128,6 @@ def _load(path: Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None)
     except OSError as e:
         raise ManifestError(path, [Problem("<file>", f"cannot read: {e.strerror or e}")]) from None
     return _parse(text, path, smoke, stack, cost)
-
-
-@dataclass
-class _Manifest:
-    """A manifest's checked parts, ready to expand."""
-
-    name: str
-    folder: str  # the cells' grid name: `name`, plus SMOKE_SUFFIX when smoke overrides apply
-    defaults: dict[str, dict]
-    subgrids: list[list[manifest_grid.Factor]]
-    seeds: list[int]
-    excludes: list[dict]
-    expects: list[dict]
-    expect_at: tuple[str, ...]  # where those rules are: ("expect",), or ("smoke", "expect") in a smoke run
-    phases: list[dict]
-    smoke: dict[str, dict] | None  # the smoke overrides in a smoke run of a manifest with `smoke:`
-    own_cells: bool  # False for a manifest that only includes others
-    tune: tune.TuneRule | None = None  # `tune:`, checked (vitstudy.config.tune)
-    budget: budget.Budget | None = None  # `budget:`, checked (vitstudy.config.budget)
-
-    def combos(self) -> Iterator[manifest_grid.Option]:
-        for sub in self.subgrids if self.own_cells else []:
-            yield from manifest_grid.combos(sub)
 
 
 def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
@@ -219,8 +141,8 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...], co
                                        lambda path, inside: _load(path, smoke, inside, cost))
     m = _read_parts(raw, name, smoke, bool(included), problems.bad)
     problems.check()
-    cells, used = _expand(m, problems, cost)
-    _check_rules_used(m, used, problems.bad)
+    cells, used = expand(m, problems, cost)
+    check_rules_used(m, used, problems.bad)
     problems.check()
     for sub in included:
         for cell in sub.cells:
@@ -249,7 +171,7 @@ def _name(raw: dict, file: str | Path, bad: Bad) -> str:
     return name
 
 
-def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: Bad) -> _Manifest:
+def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: Bad) -> Parts:
     defaults = manifest_rules.section_dicts(raw.get("defaults", {}), ("defaults",), bad, "defaults")
     subgrids = manifest_grid.subgrids(raw.get("grid", {}), bad)
     seeds = manifest_rules.seeds(raw.get("seeds", [0]), ("seeds",), bad)
@@ -261,7 +183,7 @@ def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: B
     budget_rule = budget.read(raw.get("budget"), axes=manifest_grid.axes_of(subgrids), smoke=smoke_sections,
                               phases=phases, excludes=excludes, bad=bad)
     applies = smoke and "smoke" in raw
-    return _Manifest(
+    return Parts(
         name=name, folder=name + SMOKE_SUFFIX if applies else name, defaults=defaults, subgrids=subgrids,
         seeds=smoke_seeds if smoke and smoke_seeds is not None else seeds, excludes=excludes,
         expects=smoke_expects if applies and smoke_expects is not None else expects, phases=phases,
@@ -271,95 +193,3 @@ def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: B
         budget=budget_rule)
 
 
-Used = dict[str, set[int]]  # "exclude" / "expect" / "phases" -> indices of the rules that matched a cell
-
-
-def _expand(m: _Manifest, problems: Problems, cost: CostFn | None) -> tuple[dict[str, Cell], Used]:
-    """The manifest's own cells by "<grid>/<spec digest>" (the first of equal specs wins), every phase-2
-    cell after every phase-1 cell, every tuning cell first; and which rules matched. A cell's problems go
-    into `problems`."""
-    used: Used = {"exclude": set(), "expect": set(), "phases": set()}
-    tuning: dict[str, Cell] = {}
-    first: dict[str, Cell] = {}
-    second: dict[str, Cell] = {}
-    combos = list(m.combos())
-    solved: list[Matched | None] = [None] * len(combos)
-    if m.budget:  # each combination's value of the budget's option (vitstudy.config.budget)
-        variants = [budget.variant(m.name, m.defaults, c, m.seeds, m.excludes) for c in combos]
-        solved = budget.solve(m.budget, variants, cost, problems.bad)
-    for combo, matched in zip(combos, solved, strict=True):
-        for seed in m.seeds:
-            try:
-                phase_cells = _cells_of(m, combo, matched, seed, used, tuning)
-            except CellError as e:
-                problems.cell(e)
-                continue
-            for cell, into in zip(phase_cells, (first, second), strict=False):  # phase 1, phase 2
-                into.setdefault(f"{cell.grid}/{cell.spec.digest()}", cell)
-    for key, cell in second.items():
-        first.setdefault(key, cell)
-    return {**tuning, **first}, used
-
-
-def _cells_of(m: _Manifest, combo: manifest_grid.Option, matched: Matched | None, seed: int, used: Used,
-              tuning: dict[str, Cell]) -> tuple[Cell, ...]:
-    """The cells of one combination of axis values and one seed: none when an exclude rule matches;
-    else its cell, and its phase-2 cell when a phases rule matches (the first that does). In a tuned
-    grid the cell is a final cell, and the variant's tuning cells go into `tuning`. A budget's solved
-    value (`matched`) is set as an axis value would be."""
-    overrides = {key: (value, path) for key, value, path in combo}
-    if matched is not None:
-        overrides[matched.adjust] = (matched.value, ("budget",))
-    spec = resolve(m.name, m.defaults, overrides, seed, {})
-    semantic = spec.model_dump(mode="json")  # rules match the spec without the smoke overrides
-    if m.smoke is not None:
-        spec = resolve(m.folder, m.defaults, overrides, seed, m.smoke)
-    excluded = {i for i, rule in enumerate(m.excludes) if manifest_rules.matches(rule["match"], semantic)}
-    used["exclude"] |= excluded
-    if excluded:
-        return ()
-    axes = tuple((k, v) for k, v, _ in combo)
-    if m.tune is not None:
-        spec = tune.final_spec(spec, _tuning_cells(m.tune, spec, axes, tuning, matched), m.tune.metric)
-    phased = next((i for i, r in enumerate(m.phases) if manifest_rules.matches(r["match"], semantic)), None)
-    if phased is None:
-        return (_cell(spec, axes, semantic, m.expects, used, matched),)
-    used["phases"].add(phased)
-    cell = _cell(spec, axes + (("phase", 1),), semantic, m.expects, used, matched)
-    rule = m.phases[phased]
-    semantic2 = next_phase(semantic, cell.run_id, rule, {}, phased).model_dump(mode="json")
-    spec2 = next_phase(spec.model_dump(mode="json"), cell.run_id, rule, m.smoke or {}, phased)
-    return cell, _cell(spec2, axes + (("phase", 2),), semantic2, m.expects, used)
-
-
-def _tuning_cells(rule: tune.TuneRule, variant: RunSpec, axes: tuple, into: dict[str, Cell],
-                  matched: Matched | None) -> tuple[str, ...]:
-    """Add a variant's tuning cells to `into` (an equal cell there already keeps its id); their run ids,
-    candidate by candidate in manifest order, each candidate's seeds in order."""
-    ids = []
-    for candidate in rule.candidates:
-        tuned_axes = axes + tuple((key, value) for key, value, _ in candidate)
-        for seed in rule.seeds:
-            spec = tune.tuning_spec(variant, candidate, seed, rule.metric)
-            cell = Cell(spec, make_run_id(tuned_axes, spec), tuned_axes, budget=matched)
-            ids.append(into.setdefault(f"{cell.grid}/{spec.digest()}", cell).run_id)
-    return tuple(ids)
-
-
-def _cell(spec: RunSpec, axes: tuple, semantic: dict, expects: list[dict], used: Used,
-          matched: Matched | None = None) -> Cell:
-    expect, tolerance, source = manifest_rules.expected(expects, semantic, used["expect"])
-    return Cell(spec, make_run_id(axes, spec), axes, expect, source, tolerance=tolerance, budget=matched)
-
-
-def _check_rules_used(m: _Manifest, used: Used, bad: Bad) -> None:
-    """Every exclude, expect and phases rule must match some cell of the manifest's own grid."""
-    if not m.own_cells:
-        return
-    for kind, rules in (("exclude", m.excludes), ("expect", m.expects), ("phases", m.phases)):
-        at = m.expect_at if kind == "expect" else (kind,)
-        for i, rule in enumerate(rules):
-            if i not in used[kind]:
-                bad(at + (i,) if kind == "exclude" else at + (i, "match"),
-                    f"{rule['match']!r} matches no cell of the grid; check the keys and values against the "
-                    "grid's axes")
