@@ -147,3 +147,11 @@ def test_no_source_or_test_file_is_ignored_by_git():
     ignored = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "vitstudy", "tests"],
                              cwd=root, capture_output=True, text=True, check=True).stdout.split()
     assert [p for p in ignored if p.endswith((".py", ".yaml"))] == []
+
+
+def test_no_test_module_imports_another_test_file():
+    """Tests share code through conftest fixtures and tests/manifests, never by importing each other
+    (with --import-mode=importlib a `from tests.x import` depends on where pytest is started)."""
+    tests = modules(PACKAGE.parent / "tests", "tests")
+    found = {name: sorted(imports(name, path, tests)) for name, path in tests.items()}
+    assert {name: targets for name, targets in found.items() if targets} == {}

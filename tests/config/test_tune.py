@@ -1,15 +1,18 @@
+
 """`tune:` in a manifest: every variant's tuning cells and its final cells, their ids, axes, stages and
 links (vitstudy.config.tune); and the errors a `tune:` section can get (exit 2, file, line, key path)."""
 
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import manifest_text
 from vitstudy.cli import main
 from vitstudy.config.manifest import ManifestError, parse
 
-TUNED = manifest_text("tiny").replace("seeds: [0]", "seeds: [0, 1]") + """\
+TINY = (Path(__file__).resolve().parents[1] / "manifests" / "tiny.yaml").read_text()  # 2 cells, 2 epochs
+
+TUNED = TINY.replace("seeds: [0]", "seeds: [0, 1]") + """\
 tune:
   train.lr: [1.0e-3, 3.0e-3, 1.0e-2]
   seeds: [100]
@@ -45,7 +48,7 @@ def test_every_variant_gets_its_tuning_cells_then_its_final_cells():
 
 
 def test_tuning_changes_no_untuned_id_and_follows_the_smoke_overrides():
-    plain = parse(manifest_text("tiny"))
+    plain = parse(TINY)
     assert "stage" not in plain.cells[0].spec.semantic()  # a new field at its default: old ids stay
     assert plain.cells[0].spec.depends_on() == ()
     tuned_ids = {c.run_id for c in parse(TUNED).cells}
@@ -101,7 +104,7 @@ BAD_TUNE = {  # name: (tune section, key path named, hint)
 def test_a_bad_tune_section_exits_2_naming_file_line_and_key(case, tmp_path, capsys):
     section, key, hint = BAD_TUNE[case]
     path = tmp_path / "m.yaml"
-    path.write_text(manifest_text("tiny") + "tune:\n" + section)
+    path.write_text(TINY + "tune:\n" + section)
     assert main(["plan", str(path), "--out", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert re.search(rf"{path}:\d+: {re.escape(key)}: ", err) and hint in err, err  # file:line: key path
@@ -109,7 +112,7 @@ def test_a_bad_tune_section_exits_2_naming_file_line_and_key(case, tmp_path, cap
 
 
 def test_a_tuned_grid_axis_is_an_error_on_its_line():
-    text = manifest_text("tiny").replace("model.head: [cls, gap]", "model.head: [cls, gap]\n  train.lr: [1.0e-3]")
+    text = TINY.replace("model.head: [cls, gap]", "model.head: [cls, gap]\n  train.lr: [1.0e-3]")
     with pytest.raises(ManifestError) as info:
         parse(text + "tune:\n  train.lr: [3.0e-3, 1.0e-2]\n", "m.yaml")
     line = text.count("\n") + 2  # the line of `train.lr:` under `tune:`
@@ -117,7 +120,7 @@ def test_a_tuned_grid_axis_is_an_error_on_its_line():
 
 
 def test_tune_with_phases_is_not_supported():
-    text = manifest_text("tiny") + ("phases:\n  - match: {model.head: gap}\n    transfer: copy\n"
+    text = TINY + ("phases:\n  - match: {model.head: gap}\n    transfer: copy\n"
                                     "tune:\n  train.lr: [1.0e-3]\n")
     with pytest.raises(ManifestError, match=r"m.yaml:\d+: tune: tune together with phases is not supported"):
         parse(text, "m.yaml")

@@ -4,13 +4,15 @@ small to learn, one diverging, one clearly best); a rerun trains nothing. Also w
 start (vitstudy.grid.depends)."""
 
 import json
+from pathlib import Path
 
 import yaml
 
-from tests.conftest import manifest_text
 from vitstudy.cli import main
 from vitstudy.config.manifest import load, parse
 from vitstudy.grid.depends import unmet, waves
+
+TINY = (Path(__file__).resolve().parents[1] / "manifests" / "tiny.yaml").read_text()  # 2 cells, 2 epochs
 
 # one 8×8 patch per digit: the model learns like an MLP, to ~95% in three epochs at lr 1e-2; at 1e-5
 # it stays near chance (10%), at 1e4 its loss is NaN within the first epoch
@@ -82,7 +84,7 @@ def test_cells_wait_in_waves_for_the_cells_they_depend_on():
     tuned = parse(TUNED)
     first, second = waves(list(tuned.cells))
     assert {c.stage for c in first} == {"tune"} and {c.stage for c in second} == {"final"}
-    assert len(waves(list(parse(manifest_text("tiny")).cells))) == 1
+    assert len(waves(list(parse(TINY).cells))) == 1
     assert waves([c for c in tuned.cells if c.stage == "final"]) == [[c for c in tuned.cells
                                                                       if c.stage == "final"]]
 
@@ -98,3 +100,12 @@ def test_a_final_cell_starts_once_every_tuning_cell_ended_done_or_not(tmp_path):
     assert unmet(final.spec, tmp_path) == f"its tuning cell {ids[2]} is running"
     (tmp_path / ids[2] / "metrics.json").write_text(json.dumps({"status": "failed"}))
     assert unmet(final.spec, tmp_path) is None  # a failed candidate scores worst; the others decide
+
+
+def test_a_failed_tuning_candidate_is_counted_apart_and_fails_nothing():
+    from vitstudy.grid.progress import count_key, failures
+
+    keys = [count_key("diverged", True), count_key("done", True), count_key("failed", False)]
+    assert keys == ["diverged (tuning)", "done", "failed"]
+    assert failures({"done": 4, "skipped": 2, "diverged (tuning)": 3}) == 0
+    assert failures({"done": 4, "diverged (tuning)": 3, "failed": 1, "not run": 2, "pending": 1}) == 4

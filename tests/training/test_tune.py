@@ -3,15 +3,17 @@ the best validation score, losses minimised, failed candidates worst, ties to th
 `edge` at the range's ends. Records are written by hand here: each case has a known answer."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import manifest_text
 from vitstudy.config.manifest import parse
 from vitstudy.training.tune import TuneError, apply_tuning
 
+TINY = (Path(__file__).resolve().parents[1] / "manifests" / "tiny.yaml").read_text()  # 2 cells, 2 epochs
+
 # the variants' own lr is 3e-3 (tests/manifests/tiny.yaml): no candidate's
-TUNED = manifest_text("tiny") + "tune:\n  train.lr: [1.0e-3, 2.0e-3, 1.0e-2]\n  seeds: [100, 101]\n"
+TUNED = TINY + "tune:\n  train.lr: [1.0e-3, 2.0e-3, 1.0e-2]\n  seeds: [100, 101]\n"
 
 
 def _grid(text: str = TUNED):
@@ -94,5 +96,5 @@ def test_every_candidate_failed_or_unfinished_is_the_cells_failure(tmp_path):
 
 
 def test_an_untuned_cell_is_left_as_it_is(tmp_path):
-    cell = parse(manifest_text("tiny")).cells[0]
+    cell = parse(TINY).cells[0]
     assert apply_tuning(cell.spec, tmp_path / cell.run_id) == (cell.spec, {})

@@ -76,12 +76,11 @@ def _run_slurm(args, grid, folder: Path) -> int:
         print(f"state lives in {folder}: `vitstudy plan {args.manifest}` shows progress; "
               "run the same command again after a crash (queued cells are not submitted twice)")
         return EXIT_OK
-    from vitstudy.grid.progress import is_tuning
+    from vitstudy.grid.progress import failures
 
     counts = slurm.wait(grid, args.out)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return _report(args, folder, summary,
-                   sum(n for s, n in counts.items() if s != "done" and not is_tuning(s)))
+    return _report(args, folder, summary, failures(counts))
 
 
 def _gate_options(args) -> list[str]:

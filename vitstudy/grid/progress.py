@@ -74,14 +74,11 @@ class Progress:
         self.echo(f"{self.line()}  ✗ {run_id} {status} in an earlier run (--retry-failed reruns it)")
 
     def _key(self, run_id: str, status: str) -> str:
-        """The count a cell's outcome goes to: a tuning candidate that failed or diverged is tuning's
-        answer (that value loses), not a failure of the grid: "diverged (tuning)"."""
-        return f"{status} {TUNING}" if status in FAILURES and run_id in self.tuning else status
+        return count_key(status, run_id in self.tuning)
 
     @property
     def failures(self) -> int:
-        """Cells that failed, diverged, ran out of memory or were not run, tuning candidates aside."""
-        return sum(n for s, n in self.counts.items() if s not in ("done", "skipped") and not is_tuning(s))
+        return failures(self.counts)
 
     def line(self) -> str:
         done = self.counts["done"] + self.counts["skipped"]
@@ -106,9 +103,15 @@ class Progress:
 TUNING = "(tuning)"
 
 
-def is_tuning(count_key: str) -> bool:
-    """Whether a count (Progress.counts, slurm's) is of tuning candidates that failed."""
-    return count_key.endswith(TUNING)
+def count_key(status: str, tuning: bool) -> str:
+    """The count a cell's outcome goes to: a tuning candidate that failed or diverged is tuning's answer
+    (that value loses), not a failure of the grid: "diverged (tuning)"."""
+    return f"{status} {TUNING}" if status in FAILURES and tuning else status
+
+
+def failures(counts: dict[str, int]) -> int:
+    """Cells that failed, diverged, ran out of memory or were not run, tuning candidates aside."""
+    return sum(n for s, n in counts.items() if s not in ("done", "skipped") and not s.endswith(TUNING))
 
 
 def _note(record: dict) -> str:

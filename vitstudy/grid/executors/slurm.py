@@ -34,7 +34,7 @@ from typing import Callable
 
 from vitstudy import runfolder as files
 from vitstudy.config.manifest import Cell, Grid
-from vitstudy.grid.progress import TUNING
+from vitstudy.grid.progress import count_key
 from vitstudy.runfolder import FAILURES
 
 JOBS_FILE = "jobs.json"
@@ -181,9 +181,7 @@ def wait(grid: Grid, out: Path, poll_s: float = 5.0, echo: Callable[[str], None]
         queued = in_queue(grid, out)
         counts: dict[str, int] = {}
         for cell in grid.cells:
-            status = files.status(grid.cell_dir(out, cell))
-            if status in FAILURES and cell.stage == "tune":
-                status = f"{status} {TUNING}"
+            status = count_key(files.status(grid.cell_dir(out, cell)), cell.stage == "tune")
             counts[status] = counts.get(status, 0) + 1
         line = f"[{grid.name}] {len(queued)} task(s) on SLURM; " + ", ".join(
             f"{n} {s}" for s, n in sorted(counts.items()))
