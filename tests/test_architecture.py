@@ -3,7 +3,7 @@
 Every import of every module is read from its source (also imports inside functions and under
 TYPE_CHECKING: an import that runs later is still a dependency). The layers, left to right:
 
-    registry, runfolder → config → models → data → training → grid → results → bench → cli
+    registry, runfolder, threads → config → models → data → training → grid → results → bench → cli
 
 A module may import its own layer (package) and the layers to its left, never one to its right; no
 two modules may reach each other through imports. The checker itself is tested on a planted cycle
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vitstudy"
-LAYERS = {"registry": 0, "runfolder": 0, "config": 1, "models": 2, "data": 3, "training": 4, "grid": 5,
+LAYERS = {"registry": 0, "runfolder": 0, "threads": 0, "config": 1, "models": 2, "data": 3, "training": 4, "grid": 5,
           "results": 6, "bench": 7, "cli": 8, "__init__": 9}
 
 

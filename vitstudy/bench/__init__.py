@@ -1,7 +1,7 @@
 """`vitstudy bench`: speed as ratios measured in one process, one module per part (mixers vs timm,
-Lightning's loop vs a bare one, the data pipelines, bf16 vs fp32, utilisation, token-count scaling), with
-what they share in vitstudy.bench.common. Importing this package imports no torch: the command line
-lists the parts without loading them.
+Lightning's loop vs a bare one, the data pipelines, bf16 vs fp32, utilisation, token-count scaling, a
+training process beside other processes), with what they share in vitstudy.bench.common. Importing
+this package imports no torch: the command line lists the parts without loading them.
 """
 
 from __future__ import annotations
@@ -9,16 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-PARTS = ("mixers", "loop", "data", "precision", "utilisation", "scaling")
+PARTS = ("mixers", "loop", "data", "precision", "utilisation", "scaling", "contention", "pack")
+LONG_PARTS = ("pack",)  # whole grids, twice: run when named, not by `bench all`
 
 
 def run_parts(parts: Iterable[str], *, precisions: Iterable[str], rounds: int | None, only: list[str] | None,
-              manifest: str | Path, device: str | None, out: Path) -> dict[str, dict]:
+              manifest: str | Path, device: str | None, out: Path,
+              seconds: float | None = None, epochs: int | None = None,
+              seeds: int | None = None) -> dict[str, dict]:
     """Run the named parts (each of PARTS) in the order given: print each part's table and write
     `<out>/<name>.json` (mixers: one per precision, `mixers_<precision>`); mixers and scaling also write
     their plots into `out`. `rounds`: None for each part's own; `only`: the mixers' variant labels;
-    `manifest`: the grid whose first cell the loop and utilisation parts time; `device`: None for cuda
-    when there is a GPU. Returns the results by JSON name."""
+    `manifest`: the grid whose first cell the loop, utilisation and contention parts time; `device`:
+    None for cuda when there is a GPU; `seconds`: contention's time per measurement (None for its
+    own); `epochs`, `seeds`: pack's shrunk grid (None: the manifest's). Returns the results by JSON name."""
     import torch
 
     from vitstudy.runfolder import write_json
@@ -69,6 +73,16 @@ def run_parts(parts: Iterable[str], *, precisions: Iterable[str], rounds: int | 
             result = bench.bench_scaling(device=device, **kw)
             emit("scaling", result, bench.format_scaling(result))
             bench.plot_scaling(result, out)
+        elif part == "contention":
+            from vitstudy.bench import contention as bench
+
+            result = bench.bench_contention(manifest, **kw, **({"seconds": seconds} if seconds else {}))
+            emit("contention", result, bench.format_contention(result))
+        elif part == "pack":
+            from vitstudy.bench import pack as bench
+
+            result = bench.bench_pack(manifest, epochs=epochs, seeds=seeds)
+            emit("pack", result, bench.format_pack(result))
         else:
             raise ValueError(f"unknown bench part {part!r}; parts: {', '.join(PARTS)}")
     return results

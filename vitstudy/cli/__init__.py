@@ -12,6 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
+from vitstudy import threads
 from vitstudy.cli import info, run_grid
 from vitstudy.cli.common import EXIT_OK, EXIT_USAGE, usage_error
 from vitstudy.cli.parser import build_parser
@@ -26,6 +27,7 @@ COMMANDS = {"run-grid": run_grid.cmd_run_grid, "check": run_grid.cmd_check, "pla
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.apply_here()  # before torch loads: OpenMP threads that sleep when idle (vitstudy.threads)
     if os.environ.get(DDP_CELL_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
         from vitstudy.training.run import follow_ddp_cell  # a DDP rank Lightning started by re-running us
 

@@ -91,12 +91,12 @@ def cmd_profile(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from vitstudy.bench import run_parts
+    from vitstudy.bench import LONG_PARTS, run_parts
 
     everything = args.what == "all" or "all" in args.what
-    parts = BENCH_PARTS if everything else [p for p in BENCH_PARTS if p in args.what]
+    parts = [p for p in BENCH_PARTS if (p in args.what) or (everything and p not in LONG_PARTS)]
     run_parts(parts, precisions=args.precision, rounds=args.rounds, only=args.only, manifest=args.manifest,
-              device=args.device, out=args.out)
+              device=args.device, out=args.out, seconds=args.seconds, epochs=args.epochs, seeds=args.seeds)
     return EXIT_OK
 
 

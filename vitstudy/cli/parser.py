@@ -16,6 +16,15 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def pack_mode(text: str) -> str | int:
+    from vitstudy.grid.packing import parse_mode
+
+    try:
+        return parse_mode(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--pack takes ")) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `vitstudy` command line; each subcommand's `command` names its function (vitstudy.cli)."""
     p = argparse.ArgumentParser(prog="vitstudy", description="Ablation grids for Vision Transformers.")
@@ -28,9 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="rerun (from scratch) the cells that failed, diverged or ran out of memory")
     run.add_argument("--workers", type=positive_int, default=None,
-                     help="cells trained at once (default: one per GPU, else 1; CPU threads are split)")
+                     help="cells (or packs) trained at once (default: one per GPU; on a CPU one per core "
+                          "when cells are packed, else 1; CPU threads are split)")
     run.add_argument("--smoke", action="store_true",
                      help="apply the manifest's smoke: overrides (tiny data and steps); own ids and folder")
+    run.add_argument("--pack", type=pack_mode, default="auto", metavar="auto|off|K",
+                     help="train cells that differ only in seed, lr, weight decay, ... together as one "
+                          "vectorised model: auto (default), off, or at most K per pack (local backend)")
     run.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
                      help="where cells train: this machine (default), a SLURM job array, Ray tasks")
     run.add_argument("--check", action="store_true",
@@ -114,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="speed, as ratios measured in one process: mixers vs timm, Lightning vs a bare loop, "
-                      "data pipelines, bf16 vs fp32, utilisation, token-count scaling",
+                      "data pipelines, bf16 vs fp32, utilisation, token-count scaling, contention",
         description="Benchmarks that report ratios against a reference run in the same process (shared "
                     "machines are noisy): runs alternate in rounds; figures are medians over rounds, or "
                     "for whole epochs the fastest round. Each part "
@@ -128,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=positive_int, help="rounds per part (default: each part's own)")
     bench.add_argument("--only", nargs="+", help="mixers: variant labels, e.g. attention+softmax dwsa")
     bench.add_argument("--manifest", type=Path, default=Path("experiments.yaml"),
-                       help="loop and utilisation: the manifest whose first cell is timed")
+                       help="loop, utilisation and contention: the manifest whose first cell is timed")
+    bench.add_argument("--seconds", type=float, help="contention: seconds per measurement (default: 2)")
+    bench.add_argument("--epochs", type=positive_int, help="pack: train the grids this many epochs "
+                                                           "(default: the manifest's)")
+    bench.add_argument("--seeds", type=positive_int, help="pack: seeds 0..N-1 for the manifest's grid "
+                                                          "(default: the manifest's)")
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when there is a GPU")
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where JSON and plots go")
     return p

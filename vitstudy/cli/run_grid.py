@@ -54,7 +54,7 @@ def cmd_run_grid(args) -> int:
                            gpus_per_cell=args.gpus_per_cell)
     else:
         progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
-                             workers=args.workers)
+                             workers=args.workers, pack=args.pack)
     return _report(args, folder, progress.summary(), progress.failures)
 
 

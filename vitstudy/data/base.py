@@ -61,6 +61,23 @@ class SeededEpochs(Sampler):
         return len(self.sampler)
 
 
+def epoch_sampler(n: int, train: bool, seed: int, rank: int = 0, world: int = 1,
+                  repeated_aug: int = 1) -> Sampler:
+    """Process `rank`'s indices of a split of n samples (see SplitDataModule.sampler); a packed run
+    (vitstudy.training.pack) draws each member's order with it."""
+    if train and repeated_aug > 1:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        return SeededEpochs(RepeatAugSampler(range(n), num_replicas=world, rank=rank,
+                                             num_repeats=repeated_aug), seed)
+    return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train, seed=seed * SEED_STRIDE)
+
+
+def augment_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """The seed of the augmentation draws of training batch `batch` of `epoch` on process `rank`."""
+    return stable_seed(seed, "batch", epoch, batch, rank)
+
+
 class DeviceBatches:
     """Batches sliced by index from (images, labels) tensors that live on the training device; an
     iterable Lightning consumes like a DataLoader. `sampler` gives the indices of one epoch (and this
@@ -168,14 +185,7 @@ class SplitDataModule(L.LightningDataModule):
         """This process's indices of a split of n samples: shuffled per (seed, epoch) for training,
         in order for evaluation; one shard per process under DDP (evaluation shards padded by repeats
         to equal length, as Lightning's own distributed sampler does)."""
-        rank, world = self._rank_world()
-        if train and self.repeated_aug > 1:
-            from timm.data.distributed_sampler import RepeatAugSampler
-
-            return SeededEpochs(RepeatAugSampler(range(n), num_replicas=world, rank=rank,
-                                                 num_repeats=self.repeated_aug), self.seed)
-        return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=train,
-                                  seed=self.seed * SEED_STRIDE)
+        return epoch_sampler(n, train, self.seed, *self._rank_world(), repeated_aug=self.repeated_aug)
 
     def workers_loader(self, data: Dataset, train: bool) -> DataLoader:
         """The per-sample path: DataLoader workers over `data` with the shared sampler; for training, each
@@ -211,7 +221,10 @@ class SplitDataModule(L.LightningDataModule):
 
     def augment_seed(self, epoch: int, batch: int) -> int:
         """The seed of the augmentation draws of this process's training batch `batch` of `epoch`."""
-        return stable_seed(self.seed, "batch", epoch, batch, self._rank_world()[0])
+        return augment_seed(self.seed, epoch, batch, self._rank_world()[0])
+
+
+_LOADED: dict[tuple, dict] = {}  # TensorDataModule._loaded: (class, load key) -> load()'s splits
 
 
 class TensorDataModule(SplitDataModule):
@@ -233,10 +246,27 @@ class TensorDataModule(SplitDataModule):
         """(images (N, C, S, S) in [0, 1] at native size, labels (N,)) for "train", "val", "test"."""
         raise NotImplementedError
 
+    def load_key(self) -> tuple | None:
+        """What `load()` depends on besides the class, for a dataset worth keeping between the cells of
+        one process (a grid trains them all on one dataset: read and split it once); None: load anew."""
+        return None
+
+    def _loaded(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """`load()`, or the splits the last module with this class and load key loaded (at most one
+        dataset is kept). setup never writes into these tensors, only makes new ones from them."""
+        key = self.load_key()
+        if key is None:
+            return self.load()
+        key = (type(self), *key)
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = self.load()
+        return dict(_LOADED[key])
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        raw = self.load()
+        raw = self._loaded()
         self._check(raw)
         if self.train_subset:
             raw["train"] = tuple(t[: self.train_subset] for t in raw["train"])

@@ -50,6 +50,9 @@ class CifarDataModule(TensorDataModule):
                 "https://www.cs.toronto.edu/~kriz/cifar.html), or the archive itself in "
                 f"{self.root}/, and set data.root if they live elsewhere") from None
 
+    def load_key(self):
+        return str(self.root.resolve()), VAL_SIZE  # its files do not change while a grid runs
+
     def load(self):
         train, test = self._datasets()
 

@@ -16,6 +16,9 @@ from vitstudy.data.base import SPLIT_SEED, TensorDataModule
 
 
 class DigitsDataModule(TensorDataModule):
+    def load_key(self):
+        return ()  # always the same images and split: loaded once per process
+
     def load(self):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -35,6 +38,9 @@ class SyntheticDataModule(TensorDataModule):
 
     sizes = {"train": 1000, "val": 200, "test": 200}
     noise = 1.0  # standard deviation of the pixel noise added to a prototype
+
+    def load_key(self):
+        return self.num_classes, self.in_chans, self.img_size, tuple(self.sizes.items()), self.noise
 
     def load(self):
         g = torch.Generator().manual_seed(SPLIT_SEED)

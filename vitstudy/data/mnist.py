@@ -50,6 +50,9 @@ class MnistDataModule(TensorDataModule):
                 f"{self.source}), or set data.root to the folder that holds "
                 f"{self.torchvision_class}/raw/") from None
 
+    def load_key(self):
+        return str(self.root.resolve()), VAL_SIZE  # its files do not change while a grid runs
+
     def load(self):
         train, test = self._datasets()
 

@@ -8,6 +8,9 @@ normaliser φ(q)·Σφ(k), φ(k)ᵀ·v and φ(q)·(φ(k)ᵀv); the exponential i
 every parameter, trainable or frozen, plus the fixed tables modules declare (`count_params`). MACs are
 counted by torch's FlopCounterMode on a model built on the meta device, so profiling a 300M-parameter
 model allocates nothing and takes well under a second.
+
+A training run records its model's cost in every metrics.json it writes (running, done), and a grid trains
+every model spec once per seed: `cached_cost` counts each spec once per process (0.05-0.1 s a count).
 """
 
 from __future__ import annotations
@@ -38,6 +41,18 @@ def model_cost(spec: ModelSpec) -> Cost:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(img)
     return Cost(params=params, macs=counter.get_total_flops() // 2)
+
+
+_COSTS: dict[str, Cost] = {}  # spec (as JSON: every field, so two different specs never share) -> Cost
+
+
+def cached_cost(spec: ModelSpec) -> Cost:
+    """`model_cost`, counted once per distinct spec in this process (a Cost is frozen: safe to share). A
+    spec whose model fails to build raises every time and is not kept."""
+    key = spec.model_dump_json()
+    if key not in _COSTS:
+        _COSTS[key] = model_cost(spec)
+    return _COSTS[key]
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from vitstudy import threads
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # set while a cell trains: Lightning re-runs our command line for DDP ranks > 0, which then join that cell
@@ -19,8 +21,14 @@ DDP_CELL_ENV = "VITSTUDY_DDP_CELL"
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:
-    """{"commit": sha or None, "dirty": bool or None}: None where the code is not in a git checkout."""
+    """{"commit": sha or None, "dirty": bool or None}: None where the code is not in a git checkout.
+    Asked once per process (two git calls each metrics.json otherwise): its modules are the checkout
+    as the process first imported them, whatever is committed while it trains."""
+    return dict(_git_state(root))
 
+
+@lru_cache(maxsize=None)
+def _git_state(root: Path) -> dict:
     def git(*args: str) -> str | None:
         try:
             proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -77,4 +85,5 @@ def environment(device_type: str = "cpu", device_count: int = 1, precision: str 
                 attention_path: str | None = None) -> dict:
     """The `env` section of a metrics.json record."""
     return {**_versions(), **device_info(device_type, device_count), "precision": precision,
-            "attention_path": attention_path, "host": platform.node(), **git_state()}
+            "attention_path": attention_path, "host": platform.node(), "threads": threads.summary(),
+            **git_state()}

@@ -6,6 +6,13 @@ tested too (the `best` part of the record) and inference is timed on one test ba
 holds a `last.ckpt` but no finished `metrics.json` resumes from that checkpoint. `run_cell` never raises
 for a failing cell: it records the failure (category, message, traceback in `traceback.txt`) so the rest
 of a grid goes on.
+
+One process trains many cells (a grid, in order or per worker), so what does not change between them is
+kept, never what a result depends on: the model's cost per model spec (vitstudy.models.cost.cached_cost),
+a dataset's splits (vitstudy.data.base.TensorDataModule.load_key), the git state (training.provenance).
+What is left of a cell's fixed cost is Lightning's (fit's setup and sanity check, the test passes), the
+inference timing and TensorBoard; and per epoch, up to two checkpoints of ~25 ms each on a CPU (torch.save
+of ~180 small tensors: weights, AdamW state).
 """
 
 from __future__ import annotations
@@ -25,14 +32,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from vitstudy import runfolder as files
 from vitstudy.config.spec import RunSpec
 from vitstudy.data.base import datamodule_for
-from vitstudy.models.cost import model_cost
+from vitstudy.models.cost import cached_cost
 from vitstudy.runfolder import BEST_FILE, CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
 from vitstudy.training.callbacks import RunMonitor, cell_callbacks, checkpoint_position
 from vitstudy.training.loggers import build_loggers
 from vitstudy.training.provenance import DDP_CELL_ENV, environment
 from vitstudy.training.quiet import expected_warnings_ignored, quiet_lightning
 from vitstudy.training.system import DivergedError, system_for
-from vitstudy.training.throughput import inference_throughput
+from vitstudy.training.throughput import CELL_INFER_TIMING, inference_throughput
 from vitstudy.training.tune import apply_tuning
 
 
@@ -43,13 +50,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         files.atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None,
+             pack: dict | None = None) -> dict:
     """Train and test one cell, recording success or failure in its metrics.json. `callbacks`: extra
-    Lightning callbacks; `progress`: Lightning's bar (None: the spec's log.progress_bar)."""
+    Lightning callbacks; `progress`: Lightning's bar (None: the spec's log.progress_bar); `pack`: what the
+    executor's packing decided (vitstudy.grid.packing), for the record."""
     run_dir = Path(run_dir)
     start = time.time()
+    packing = {"pack": pack} if pack else {}
     try:
-        return train_cell(spec, run_dir, callbacks, progress)
+        return train_cell(spec, run_dir, callbacks, progress, packing)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
@@ -58,7 +68,7 @@ def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool
         running = files.read_record(run_dir)  # the attempt this failure ends
         record = _record(spec, run_dir, status=category, wall=time.time() - start,
                          error={"type": type(e).__name__, "message": str(e)[:2000]},
-                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"))
+                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"), **packing)
         if _lead():  # under DDP, rank 0 records the cell's fate
             files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
             files.write_json(run_dir / METRICS_FILE, record)
@@ -72,7 +82,8 @@ def _lead() -> bool:
     return rank_zero_only.rank == 0
 
 
-def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None) -> dict:
+def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool | None = None,
+               packing: dict | None = None) -> dict:
     spec, tuning = apply_tuning(spec, run_dir)  # a tuned grid's final cell: its best candidate's values
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -112,7 +123,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
                      pipeline=dm.pipeline, split_sizes=dm.split_sizes(), peak_lr=system.peak_lr(), **attempt,
-                     **tuning)
+                     **tuning, **(packing or {}))
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
         files.write_json(run_dir / METRICS_FILE, record)
     return record
@@ -148,6 +159,8 @@ def _measured(trainer: L.Trainer, system: L.LightningModule, datamodule, monitor
     """After fit and test: the `best`, throughput and memory parts of the record. Tests the best
     checkpoint (without logging it) unless the best epoch is the last, and times inference on one
     test batch."""
+    # the whole run's training throughput, read before testing best.ckpt restores the monitor to its epoch
+    train = monitor.train_images / monitor.train_seconds if monitor.train_seconds else None
     best = dict(monitor.best_epoch())
     last_epoch = monitor.history[-1]["epoch"] if monitor.history else None
     test_keys = [k for k in final if k.startswith("test/")]
@@ -164,9 +177,8 @@ def _measured(trainer: L.Trainer, system: L.LightningModule, datamodule, monitor
 
     images = next(iter(datamodule.test_dataloader()))[0].to(system.device)
     infer = inference_throughput(system.model, images, autocast=trainer.precision_plugin.forward_context,
-                                 min_time=0.2, max_iters=20)
+                                 **CELL_INFER_TIMING)
     peak, kind = monitor.peak_memory(system.device)
-    train = monitor.train_images / monitor.train_seconds if monitor.train_seconds else None
     return {"best": best,
             "cost": {"train_img_s": train, "infer_img_s": infer, "infer_batch_size": len(images),
                      "peak_mem_mib": round(peak, 1), "peak_mem_kind": kind}}
@@ -183,7 +195,7 @@ def _scalars(metrics: dict) -> dict[str, float]:
 
 def _model_cost(spec: RunSpec) -> dict:
     try:
-        return model_cost(spec.model).as_dict()
+        return cached_cost(spec.model).as_dict()  # once per model spec and process
     except Exception:  # noqa: BLE001 - a model that cannot be built is the run's failure, recorded as such
         return {}
 

@@ -145,7 +145,9 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         for v in self.variants:
             logits = self(x) if not v else self.ema.module(x)
-            self.metrics[f"{stage}_{v}loss"].update(F.cross_entropy(logits, y), weight=len(y))
+            # per image: MeanMetric.update(batch mean, weight=len(y)) averaged the batch means unweighted,
+            # which over-weighted a short last batch
+            self.metrics[f"{stage}_{v}loss"].update(F.cross_entropy(logits, y, reduction="none"))
             for t in self.topk:
                 self.metrics[f"{stage}_{v}acc{t}"].update(logits, y)
 
@@ -199,9 +201,14 @@ class ImageClassifier(L.LightningModule):
 NOT_FROM_TRAIN = ("model", "batch_size", "seed")
 
 
-def system_for(spec: RunSpec) -> ImageClassifier:
-    """The LightningModule of a RunSpec: its model, its per-process batch size, its seed, and every other
-    argument from the TrainSpec field of the same name (the data side: vitstudy.data.base.datamodule_for)."""
+def system_arguments(spec: RunSpec) -> dict:
+    """The arguments of a RunSpec's LightningModule (also a packed run's hyper-parameters): its model, its
+    per-process batch size, its seed, and every other from the TrainSpec field of the same name."""
     names = [n for n in inspect.signature(ImageClassifier).parameters if n not in NOT_FROM_TRAIN]
-    return ImageClassifier(model=spec.model.model_dump(mode="json"), batch_size=spec.data.batch_size,
-                           seed=spec.seed, **{name: getattr(spec.train, name) for name in names})
+    return dict(model=spec.model.model_dump(mode="json"), batch_size=spec.data.batch_size, seed=spec.seed,
+                **{name: getattr(spec.train, name) for name in names})
+
+
+def system_for(spec: RunSpec) -> ImageClassifier:
+    """The LightningModule of a RunSpec (the data side: vitstudy.data.base.datamodule_for)."""
+    return ImageClassifier(**system_arguments(spec))

@@ -13,6 +13,11 @@ from vitstudy.models.build import build_model
 from vitstudy.models.cost import model_cost
 from vitstudy.training.step import train_step
 
+# the inference timing of every cell's record (cost.infer_img_s): one test batch, 2 untimed passes, then
+# 10 timed (or 0.1 s). On a CPU the spread between repeated timings is the machine's (5-30 % on a shared
+# 2-core box) with 5, 10 or 20 passes alike, so 20 passes only doubled this part of a cell's fixed cost.
+CELL_INFER_TIMING = {"min_time": 0.1, "max_iters": 10}
+
 
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously), so that a clock reads its end."""

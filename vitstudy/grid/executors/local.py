@@ -18,7 +18,8 @@ from typing import Callable
 
 from vitstudy.config.manifest import Cell, Grid
 from vitstudy.grid import depends
-from vitstudy.grid.executors.worker import attempt, init_worker
+from vitstudy.grid.executors.worker import attempt, attempt_pack, init_worker
+from vitstudy.grid.packing import Unit, cpu_workers, plan_units
 from vitstudy.grid.progress import Progress, survey
 from vitstudy.runfolder import FAILURES
 
@@ -31,10 +32,13 @@ def cells_at_once() -> int:
 
 
 def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool = False,
-              workers: int | None = None, echo: Callable[[str], None] = print) -> Progress:
+              workers: int | None = None, echo: Callable[[str], None] = print,
+              pack: str | int = "auto") -> Progress:
     """Train every cell that is not finished; return the Progress, whose counts hold the outcome of
-    every cell: done, skipped (done before), failed / diverged / oom, not run (after --fail-fast)."""
-    workers = workers or cells_at_once()
+    every cell: done, skipped (done before), failed / diverged / oom, not run (after --fail-fast).
+    `pack`: which cells train together as one vectorised model (vitstudy.grid.packing)."""
+    chosen, workers = workers, workers or cells_at_once()
+    device = "cuda" if _has_cuda() else "cpu"
     progress, dirs, todo = survey(grid, Path(out), workers, echo)
     if todo:
         echo(progress.line())
@@ -46,13 +50,16 @@ def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool
         if not wave:
             continue
         deferred: list[Cell] = []
-        if workers == 1 or len(wave) <= 1:
-            stop = _in_process(wave, dirs, progress, deferred, fail_fast, retry_failed, timeout=0)
+        units = plan_units(wave, dirs, pack, device)
+        workers = chosen or (cpu_workers(units) if device == "cpu" else workers)
+        if workers == 1 or len(units) <= 1:
+            stop = _in_process(units, dirs, progress, deferred, fail_fast, retry_failed, pack, timeout=0)
         else:
-            stop = _pool(wave, dirs, progress, deferred, fail_fast, retry_failed, workers)
+            stop = _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, workers)
         if deferred and not stop:
             echo(f"waiting for {len(deferred)} cell(s) that another process is training")
-            stop = _in_process(deferred, dirs, progress, [], fail_fast, retry_failed, timeout=-1)
+            alone = [Unit((cell,), packed=False) for cell in deferred]
+            stop = _in_process(alone, dirs, progress, [], fail_fast, retry_failed, pack, timeout=-1)
     progress.counts["not run"] += len(grid.cells) - progress.finished
     return progress
 
@@ -83,17 +90,31 @@ def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progre
     return outcome in FAILURES
 
 
-def _in_process(cells, dirs, progress, deferred, fail_fast, retry_failed, timeout) -> bool:
-    for cell in cells:
-        outcome, record, trained = attempt(
-            cell.spec, dirs[cell.run_id + cell.grid], retry_failed, None, timeout,
-            on_start=lambda _, c=cell: progress.started(c.run_id))
-        if _handle(cell, outcome, record, trained, progress, deferred) and fail_fast:
-            return True
+def _call(unit: Unit, dirs: dict, retry_failed: bool, pack, timeout: float = 0, on_start=None,
+          progress: bool | None = None):
+    """The attempt that trains a unit: (function, arguments); it returns one outcome per cell."""
+    run_dirs = [dirs[cell.run_id + cell.grid] for cell in unit.cells]
+    if unit.packed:
+        return attempt_pack, ([c.spec for c in unit.cells], run_dirs, retry_failed, pack, timeout, on_start)
+    return _alone, (unit.cells[0].spec, run_dirs[0], retry_failed, progress, timeout, on_start, pack)
+
+
+def _alone(*args) -> list:
+    return [attempt(*args)]
+
+
+def _in_process(units, dirs, progress, deferred, fail_fast, retry_failed, pack, timeout) -> bool:
+    for unit in units:
+        run_ids = {dirs[c.run_id + c.grid].name: c.run_id for c in unit.cells}
+        fn, args = _call(unit, dirs, retry_failed, pack, timeout,
+                         lambda name, ids=run_ids: progress.started(ids[name]))
+        for cell, (outcome, record, trained) in zip(unit.cells, fn(*args), strict=True):
+            if _handle(cell, outcome, record, trained, progress, deferred) and fail_fast:
+                return True
     return False
 
 
-def _pool(cells, dirs, progress, deferred, fail_fast, retry_failed, workers) -> bool:
+def _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, workers) -> bool:
     ctx = get_context("spawn")
     gpus = cells_at_once() if _has_cuda() else 0
     devices = None
@@ -103,30 +124,37 @@ def _pool(cells, dirs, progress, deferred, fail_fast, retry_failed, workers) -> 
             devices.put(i % gpus)
     threads = None if gpus else max(1, (os.cpu_count() or 1) // workers)
     events = ctx.Queue()
-    by_name = {cell.run_id: cell for cell in cells}
+    by_name = {cell.run_id: cell for unit in units for cell in unit.cells}
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                              initargs=(devices, threads, events)) as pool:
-        futures = {pool.submit(attempt, cell.spec, dirs[cell.run_id + cell.grid], retry_failed, False): cell
-                   for cell in cells}
+        futures = {pool.submit(*_pool_call(unit, dirs, retry_failed, pack)): unit for unit in units}
         pending, stop = set(futures), False
         while pending:
             done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             _drain(events, progress, by_name)
             for future in done:
-                cell = futures[future]
+                unit = futures[future]
                 try:
-                    outcome, record, trained = future.result()
+                    results = future.result()
                 except Exception as e:  # noqa: BLE001 - a worker died (segfault, OOM killer)
-                    # the cell's record still says "running": the next run-grid resumes it
-                    outcome, record, trained = "worker died", {"error": {"message": repr(e)}}, True
-                failed = _handle(cell, outcome, record, trained, progress, deferred)
-                failed = failed or outcome == "worker died"
+                    # the cells' records still say "running": the next run-grid resumes them
+                    results = [("worker died", {"error": {"message": repr(e)}}, True)] * len(unit.cells)
+                failed = False
+                for cell, (outcome, record, trained) in zip(unit.cells, results, strict=True):
+                    failed = _handle(cell, outcome, record, trained, progress, deferred) or failed
+                    failed = failed or outcome == "worker died"
                 if failed and fail_fast and not stop:
                     stop = True
                     for f in pending:
                         f.cancel()
             pending = {f for f in pending if not f.cancelled()}
     return stop
+
+
+def _pool_call(unit: Unit, dirs: dict, retry_failed: bool, pack) -> tuple:
+    """A unit's attempt as a pool submission: the function and its arguments, picklable."""
+    fn, args = _call(unit, dirs, retry_failed, pack, progress=False)
+    return (fn, *args)
 
 
 def _drain(events, progress: Progress, by_name: dict) -> None:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from vitstudy import threads
 from vitstudy.config.manifest import Grid
 from vitstudy.grid import depends
 from vitstudy.grid.progress import Progress, survey
@@ -40,8 +41,8 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
         return progress
     started_here = not ray.is_initialized()
     if started_here:
-        # tasks inherit this process's environment: each cell gets cpus_per_cell threads
-        env = {"OMP_NUM_THREADS": str(max(1, int(cpus_per_cell)))}
+        # each cell gets cpus_per_cell threads and the thread policy, unless the user set them
+        env = threads.task_env(max(1, int(cpus_per_cell)))
         ray.init(address=address, num_cpus=num_cpus if address is None else None, log_to_driver=False,
                  include_dashboard=False, runtime_env={"env_vars": env})
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from vitstudy import runfolder as files
+from vitstudy import threads
 from vitstudy.config.manifest import Cell, Grid
 from vitstudy.grid.progress import count_key
 from vitstudy.runfolder import FAILURES
@@ -162,6 +164,9 @@ def _array(grid: Grid, out: Path, todo: list[Cell], options: SlurmOptions, retry
         params["gpus_per_node"] = g
     if options.mem_gb:
         params["mem"] = f"{int(options.mem_gb * 1024)}M"
+    # before python starts: the thread policy, one thread per CPU asked for (unless the user set them)
+    env = threads.task_env(options.cpus_per_cell)
+    params["setup"] = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
     if dependency:
         params["dependency"] = dependency
     executor.update_parameters(**params)

@@ -33,13 +33,15 @@ def on_sigterm(signum, frame) -> None:
 
 def init_worker(devices: Any, threads: int | None, events: Any) -> None:
     """Initialiser of a spawned worker: pin a GPU (one per worker, from the `devices` queue), split the
-    CPU threads, quiet Lightning's info lines. Runs before torch is imported."""
+    CPU threads and apply the thread policy (unless the user set the variables: vitstudy.threads), quiet
+    Lightning's info lines. Runs before torch is imported."""
     global _EVENTS
     _EVENTS = events
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
-    if threads:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+    from vitstudy.threads import apply_here
+
+    if "OMP_NUM_THREADS" in apply_here(threads):
         import torch
 
         torch.set_num_threads(threads)
@@ -49,8 +51,8 @@ def init_worker(devices: Any, threads: int | None, events: Any) -> None:
 
 
 def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress: bool | None = None,
-            timeout: float = 0,
-            on_start: Callable[[str], None] | None = None) -> tuple[str, dict | None, bool]:
+            timeout: float = 0, on_start: Callable[[str], None] | None = None,
+            pack: str | int | None = None) -> tuple[str, dict | None, bool]:
     """(outcome, metrics record, trained here). Outcomes: "locked" (another process holds the cell),
     "skipped" (done before), a failure status from an earlier attempt (not retried: trained is False),
     or the status of this attempt ("done", "failed", "diverged", "oom")."""
@@ -67,16 +69,30 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
             if not retry_failed:
                 return status, record, False
             _clear(run_dir)  # a retry starts afresh: a failed cell's checkpoint may be what failed
-        if on_start is not None:
-            on_start(run_dir.name)
-        elif _EVENTS is not None:
-            _EVENTS.put(run_dir.name)
-        from vitstudy.training.run import run_cell
+        _announce(run_dir.name, on_start)
+        from vitstudy.training.pack_checkpoint import started_in_pack
 
-        record = run_cell(spec, run_dir, progress=progress)
+        if started_in_pack(run_dir):  # it finishes in a pack, of one (vitstudy.grid.packing)
+            from vitstudy.training.pack import run_pack
+
+            record = run_pack([spec], [run_dir], mode=str(pack or "off"))[0]
+        else:
+            from vitstudy.training.run import run_cell
+
+            # `pack`: the grid's --pack, recorded (vitstudy.grid.packing: this cell trains alone)
+            record = run_cell(spec, run_dir, progress=progress,
+                              pack={"mode": str(pack), "size": 1} if pack is not None else None)
         return record["status"], record, True
     finally:
         lock.release()
+
+
+def _announce(run_id: str, on_start: Callable[[str], None] | None) -> None:
+    """Tell the executor a cell starts: its callback in this process, or a spawned worker's queue."""
+    if on_start is not None:
+        on_start(run_id)
+    elif _EVENTS is not None:
+        _EVENTS.put(run_id)
 
 
 def _clear(run_dir: Path) -> None:
@@ -85,3 +101,45 @@ def _clear(run_dir: Path) -> None:
         if path.name in (LOCK_FILE, HOLDER_FILE, METRICS_FILE):
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: str | int = "auto",
+                 timeout: float = 0, on_start: Callable[[str], None] | None = None
+                 ) -> list[tuple[str, dict | None, bool]]:
+    """`attempt` for cells that train as one pack (vitstudy.training.pack): each member under its own
+    lock, skipped or not retried as `attempt` would; the rest train together. One (outcome, record,
+    trained here) per cell, in order."""
+    run_dirs = [Path(d) for d in run_dirs]
+    locks = [CellLock(d) for d in run_dirs]
+    outcomes: list = [None] * len(specs)
+    held = []
+    try:
+        for i, (lock, run_dir) in enumerate(zip(locks, run_dirs, strict=True)):
+            if not lock.acquire(timeout=timeout):
+                outcomes[i] = ("locked", None, False)
+                continue
+            held.append(lock)
+            record = files.read_record(run_dir)
+            status = files.record_status(record)
+            if status == "done":
+                outcomes[i] = ("skipped", record, False)
+            elif status in FAILURES and not retry_failed:
+                outcomes[i] = (status, record, False)
+            elif status in FAILURES:
+                _clear(run_dir)
+        todo = [i for i, o in enumerate(outcomes) if o is None]
+        for i in todo:
+            _announce(run_dirs[i].name, on_start)
+        from vitstudy.grid.packing import resumable_groups
+        from vitstudy.training.pack import run_pack
+
+        # a member another process holds is left out: the others may then resume at another epoch
+        for group in resumable_groups([run_dirs[i] for i in todo]):
+            members = [todo[j] for j in group]
+            records = run_pack([specs[i] for i in members], [run_dirs[i] for i in members], mode=str(mode))
+            for i, record in zip(members, records, strict=True):
+                outcomes[i] = (record["status"], record, True)
+        return outcomes
+    finally:
+        for lock in held:
+            lock.release()
