@@ -8,11 +8,14 @@ import pytest
 import vitstudy.bench
 from vitstudy.cli import main
 
+QUICK = [p for p in vitstudy.bench.PARTS if p not in vitstudy.bench.LONG_PARTS]  # `all`: not pack's grids
+
 
 @pytest.mark.parametrize("what, parts", [
-    ([], vitstudy.bench.PARTS),
-    (["all", "loop"], vitstudy.bench.PARTS),
+    ([], QUICK),
+    (["all", "loop"], QUICK),
     (["scaling", "loop", "data"], ["loop", "data", "scaling"]),  # the parts' own order, not the command's
+    (["pack", "all"], vitstudy.bench.PARTS),  # a long part runs when named
 ])
 def test_bench_hands_the_parts_asked_and_the_options_to_run_parts(what, parts, monkeypatch, tmp_path):
     calls = []
@@ -20,8 +23,9 @@ def test_bench_hands_the_parts_asked_and_the_options_to_run_parts(what, parts, m
     argv = ["bench", *what, "--precision", "bf16", "--rounds", "3", "--only", "dwsa", "--device", "cpu",
             "--manifest", "m.yaml", "--out", str(tmp_path)]
     assert main(argv) == 0
-    assert calls == [(parts, {"precisions": ["bf16"], "rounds": 3, "only": ["dwsa"], "manifest": Path("m.yaml"),
-                              "device": "cpu", "out": tmp_path})]
+    assert calls == [(list(parts), {"precisions": ["bf16"], "rounds": 3, "only": ["dwsa"],
+                                    "manifest": Path("m.yaml"), "device": "cpu", "out": tmp_path,
+                                    "seconds": None, "epochs": None, "seeds": None})]
 
 
 def test_bench_defaults(monkeypatch):
@@ -29,7 +33,8 @@ def test_bench_defaults(monkeypatch):
     monkeypatch.setattr(vitstudy.bench, "run_parts", lambda parts, **options: calls.append(options))
     assert main(["bench", "loop"]) == 0
     assert calls == [{"precisions": ["fp32", "bf16"], "rounds": None, "only": None,
-                      "manifest": Path("experiments.yaml"), "device": None, "out": Path("results/bench")}]
+                      "manifest": Path("experiments.yaml"), "device": None, "out": Path("results/bench"),
+                      "seconds": None, "epochs": None, "seeds": None}]
 
 
 @pytest.mark.parametrize("argv, message", [

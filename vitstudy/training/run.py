@@ -68,7 +68,8 @@ def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool
         running = files.read_record(run_dir)  # the attempt this failure ends
         record = _record(spec, run_dir, status=category, wall=time.time() - start,
                          error={"type": type(e).__name__, "message": str(e)[:2000]},
-                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"), **packing)
+                         attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"),
+                         **packing)
         if _lead():  # under DDP, rank 0 records the cell's fate
             files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
             files.write_json(run_dir / METRICS_FILE, record)
