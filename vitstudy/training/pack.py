@@ -38,7 +38,7 @@ from vitstudy.runfolder import BEST_FILE, METRICS_FILE, SPEC_FILE, TRACEBACK_FIL
 from vitstudy.training import pack_checkpoint as ckpts
 from vitstudy.training.callbacks import SELECT, RunMonitor
 from vitstudy.training.loggers import build_loggers
-from vitstudy.training.pack_batches import MemberBatches, evaluate, schedule
+from vitstudy.training.pack_batches import MemberBatches, evaluate, peak_lr, schedule
 from vitstudy.training.packed_model import PackedAdamW, PackedModel
 from vitstudy.training.run import _record
 from vitstudy.training.system import DivergedError, system_arguments
@@ -233,15 +233,14 @@ def _finish(members, net, data, batch, autocast, dm, info, start, global_step) -
         best = dict(m.best)
         best.update({key: v[k] for key, v in (best_test if m.best["epoch"] != epochs - 1 else final).items()})
         m.log({**{key: v[k] for key, v in final.items()}, "epoch": epochs}, global_step)
-        hp = m.spec.train
-        peak_lr = hp.lr * m.spec.data.batch_size / hp.lr_base_batch if hp.lr_base_batch else hp.lr
         cost = {"train_img_s": m.train_images / m.train_seconds if m.train_seconds else None,
                 "infer_img_s": infer, "infer_batch_size": len(images), "peak_mem_mib": round(peak, 1),
                 "peak_mem_kind": kind}
         m.record = _record(m.spec, m.run_dir, status="done", wall=time.time() - start,
                            metrics=dict(sorted(metrics.items())), best=best, cost=cost,
                            attention_path="+".join(paths) if paths else "n/a", pipeline=dm.pipeline,
-                           split_sizes=dm.split_sizes(), peak_lr=peak_lr, **m.attempt, **m.tuning, pack=info)
+                           split_sizes=dm.split_sizes(), peak_lr=peak_lr(m.spec), **m.attempt, **m.tuning,
+                           pack=info)
         files.write_json(m.run_dir / METRICS_FILE, m.record)
         ckpts.drop_previous(m.run_dir)
         for logger in m.loggers:

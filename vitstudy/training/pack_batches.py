@@ -62,6 +62,12 @@ class MemberBatches:
         return torch.stack(xs), torch.stack(targets)
 
 
+def peak_lr(spec: RunSpec) -> float:
+    """A member's lr after scaling by its batch (one process: ImageClassifier.peak_lr's rule)."""
+    t = spec.train
+    return t.lr * spec.data.batch_size / t.lr_base_batch if t.lr_base_batch else t.lr
+
+
 def schedule(specs: list[RunSpec], per_epoch: int, epochs: int) -> torch.Tensor:
     """(steps + 1, K): each member's lr at every optimizer step (ImageClassifier.optimizer_and_schedule:
     peak lr scaled by the batch, linear warm-up, cosine to min_lr, cool-down)."""
@@ -69,7 +75,7 @@ def schedule(specs: list[RunSpec], per_epoch: int, epochs: int) -> torch.Tensor:
     columns = []
     for s in specs:
         t = s.train
-        peak = t.lr * s.data.batch_size / t.lr_base_batch if t.lr_base_batch else t.lr
+        peak = peak_lr(s)
         warmup, cooldown = round(t.warmup_epochs * per_epoch), round(t.cooldown_epochs * per_epoch)
         ratio = min(1.0, t.min_lr / peak)
         columns.append([peak * warmup_cosine(i, total - cooldown, warmup, ratio) for i in range(total + 1)])
