@@ -1,20 +1,27 @@
 """How a training process's CPU threads wait and how many there are, decided before torch is imported.
 
 PyTorch's CPU kernels run on an OpenMP thread pool (libgomp in the pip wheels). By default a thread
-that finishes its share of an operation spins for a while before sleeping, waiting for the next
-one. On idle cores that saves a wake-up; on cores shared with another busy process it burns the
-time slices the other threads of the pool need to finish: an operation waits for a descheduled
-thread while its siblings spin. A cell beside a 2-thread matmul process on 2 cores took 2.9x its
-idle time, and a grid beside a stream of short PyTorch commands 20-30x (fair shares: 2x and about
-1.5x). Asking the pool to sleep at once (OMP_WAIT_POLICY=PASSIVE, honoured by libgomp and Intel's
-libiomp alike) brings both to their fair share; `vitstudy bench contention` measures it.
+that runs out of work spins for a while (GOMP_SPINCOUNT) before it sleeps, waiting for the next
+operation. On idle cores that saves a wake-up; on cores shared with another busy process it burns the
+time slices the other threads of the pool need: every operation waits for a descheduled thread while
+its siblings spin. Measured on 2 cores (`vitstudy bench contention`, the default grid's training step
+in a 2-thread process): beside a 2-thread matmul process 5-9x its idle time, beside a stream of short
+PyTorch commands 3-4x; with OMP_WAIT_POLICY=PASSIVE (sleep at once; libgomp and Intel's libiomp both
+honour it) 1.0-1.35x and 0.9x, with one thread 1.5x and 1.05x. Shorter spins do not help: 10,000 spins
+keep the idle speed and the 5-7x, 1,000 lose as much idle speed as PASSIVE. Sleeping has an idle cost
+where waking a thread is slow (a virtual machine's idle vCPU): 1.3-2x for the default grid's model,
+1.4x for ViT-Ti, in a 2-thread process on an idle machine; a one-thread process has nothing to wait
+for, and the local executor trains a CPU grid's packs in one one-thread process per core.
 
-`apply` sets the policy's variables in an environment, leaving alone every one the user set: the
-variables it set are listed in VITSTUDY_THREADS, so a child process (a spawned worker, a SLURM or
-Ray task) tells them from the user's and may change them (the local executor splits the threads
-between its workers), while the user's stay as they are. The variables are read once, when the
-OpenMP runtime loads with torch, so `apply` must run first: in the `vitstudy` command's main(), in
-a spawned worker's initialiser, in the environment given to SLURM and Ray tasks.
+The policy: OMP_WAIT_POLICY=PASSIVE in every process that trains, and OMP_NUM_THREADS where vitstudy
+splits the cores (a spawned worker of the local executor; a SLURM or Ray task: its CPUs). `apply` sets
+them in an environment, leaving alone every variable the user set (OMP_WAIT_POLICY=ACTIVE on a
+dedicated machine buys the idle speed back): the ones it set are listed in VITSTUDY_THREADS, so a child
+process tells them from the user's and may change them (a worker's thread split), while the user's stay
+as they are. The variables are read once, when the OpenMP runtime loads with torch, so `apply` runs
+first: in the `vitstudy` command's main(), in a spawned worker's initialiser, in the environment given
+to SLURM jobs (sbatch setup lines) and Ray workers (runtime_env). `summary` goes into every run's
+provenance (metrics.json env.threads).
 
 This module imports no torch.
 """

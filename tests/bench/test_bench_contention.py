@@ -106,9 +106,13 @@ def test_contention_part_reports_ratios_that_follow_from_its_step_times(write_ma
     result = json.loads((tmp_path / "bench" / "contention.json").read_text())
     assert result == json.loads(json.dumps(results["contention"]))
     assert capsys.readouterr().out == format_contention(result) + "\n"
-    expected = {k: v for k, v in {"OMP_WAIT_POLICY": "PASSIVE"}.items() if k not in threads.users()}
-    assert result["configs"] == {"policy": expected, "default": {}}
-    for name in ("policy", "default"):
+    policy = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert result["configs"] == {"policy": {k: v for k, v in policy.items() if k == "OMP_WAIT_POLICY" and k not in threads.users()},
+                                 "policy_1thread": {k: v for k, v in policy.items() if k not in threads.users()},
+                                 "default": {}}
+    if "OMP_NUM_THREADS" not in threads.users():
+        assert result["threads"]["policy_1thread"] == 1  # it reached the stepper's torch
+    for name in result["configs"]:
         times = result["step_s"][name]
         assert set(times) == set(CONDITIONS) and all(len(v) == 2 and min(v) > 0 for v in times.values())
         idle = statistics.median(times["idle"])
@@ -122,3 +126,10 @@ def test_contention_part_reports_ratios_that_follow_from_its_step_times(write_ma
     assert all(r["cpu_s"] > 0 and r["processes"] == 1 for r in result["competitor"]["matmul"])
     assert all(r["processes"] >= 1 for r in result["competitor"]["stream"])
     assert all(r["cpu_s"] == 0 and r["processes"] == 0 for r in result["competitor"]["idle"])
+
+
+def test_the_modules_that_apply_the_policy_load_no_torch():
+    """Else the OpenMP runtime would load before the policy is set (torch_loaded_first in the records)."""
+    code = ("import sys, vitstudy.threads, vitstudy.cli, vitstudy.grid.executors.worker; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -3,9 +3,10 @@ with vitstudy's thread policy (vitstudy.threads) and without it.
 
 The workload is a cell's: the training step (vitstudy.training.step.train_step) of the first cell of a
 manifest (the default grid's model and batch), in a process of its own for each thread setting, so that
-the OpenMP runtime loads with that setting's environment: "policy" (what `vitstudy` sets), "default"
-(what a process gets without it; the user's own variables stay in both). Each is timed, in rounds, in
-three conditions:
+the OpenMP runtime loads with that setting's environment: "policy" (what `vitstudy` sets in its own
+process), "policy_1thread" (what a spawned worker gets when `run-grid` trains one process per core),
+"default" (what a process gets without vitstudy; the user's own variables stay in all). Each is timed,
+in rounds, in three conditions:
 
     idle      nothing else runs
     matmul    beside a second process multiplying 1000×1000 matrices on 2 threads, without pause
@@ -127,9 +128,12 @@ def _competitor(condition: str, env: dict[str, str]):
 
 
 def default_configs() -> dict[str, dict[str, str]]:
-    """name -> the variables it adds to an ordinary process's environment: vitstudy's policy (less what
-    the user set), and nothing (today's default without vitstudy)."""
-    return {"policy": threads.apply(threads.strip(dict(os.environ))), "default": {}}
+    """name -> the variables it adds to an ordinary process's environment (less what the user set):
+    vitstudy's policy as `vitstudy` applies it to itself (one process, torch's thread count), as a
+    spawned worker of `run-grid` gets it on a CPU with a worker per core (one thread), and nothing
+    (the default without vitstudy)."""
+    return {"policy": threads.apply(threads.strip(dict(os.environ))),
+            "policy_1thread": threads.apply(threads.strip(dict(os.environ)), threads=1), "default": {}}
 
 
 def bench_contention(manifest: str | Path = "experiments.yaml", rounds: int = 3, seconds: float = 2.0,
