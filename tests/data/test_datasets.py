@@ -2,7 +2,9 @@
 shapes, ranges, fixed splits, downloads in prepare_data only, offline errors, the device-or-workers
 choice, and a grid cell trained on a folder."""
 
+import gzip
 import json
+import os
 import struct
 
 import numpy as np
@@ -74,40 +76,117 @@ def test_mnist_split_does_not_depend_on_the_seed(mnist_root, small_val):
         assert a.splits[split].tensors[0].shape[1:] == (1, 16, 16)
 
 
-def test_setup_reads_and_only_prepare_data_downloads(mnist_root, small_val, monkeypatch):
+def test_prepare_data_downloads_only_what_no_place_holds(mnist_root, small_val, monkeypatch, tmp_path):
     """Lightning calls prepare_data in one process per node, setup in every process: only the first may
-    download (with the files there, it finds nothing to do)."""
+    download, and only when no place holds the files."""
     import torchvision.datasets as tvd
 
     name, root, files = mnist_root
     cls = getattr(tvd, "MNIST" if name == "mnist" else "FashionMNIST")
     calls = []
     monkeypatch.setattr(cls, "download", lambda self: calls.append(self.root))
-    dm = build_datamodule(name, img_size=28, batch_size=64, root=str(root))
-    dm.setup()
-    assert calls == []
+    monkeypatch.setattr(data_mnist.FashionMnistDataModule, "system_dirs", ())
     dm = build_datamodule(name, img_size=28, batch_size=64, root=str(root))
     dm.prepare_data()
-    assert calls == [str(root)]
     dm.setup()
-    dm.prepare_data()  # a module set up already holds its data: nothing to fetch
-    assert calls == [str(root)]
+    assert calls == []  # the files are there
     torch.testing.assert_close(dm.splits["test"].tensors[1], torch.from_numpy(files["t10k"][1]).long())
+    empty = build_datamodule(name, img_size=28, batch_size=64, root=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="could not be downloaded"):  # the patched one fetched nothing
+        empty.prepare_data()
+    assert calls == [str(tmp_path / "empty")]
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_offline_mnist_says_where_to_put_the_files(tmp_path, monkeypatch, name, folder):
+def test_offline_mnist_says_where_it_looked(tmp_path, monkeypatch, name, folder):
     import torchvision.datasets as tvd
 
     # no network here: every mirror is a missing local file, so the download fails at once
     monkeypatch.setattr(getattr(tvd, folder), "mirrors", [f"file://{tmp_path}/offline/"])
+    system = tmp_path / "usr-share"
+    monkeypatch.setattr(data_mnist.FashionMnistDataModule, "system_dirs", (system,))
     dm = build_datamodule(name, img_size=28, batch_size=8, root=str(tmp_path / "data"))
-    for step, verb in ((dm.prepare_data, "downloaded"), (dm.setup, "read")):
+    for step, why in ((dm.prepare_data, "could not be downloaded"), (dm.setup, "could not be read")):
         with pytest.raises(FileNotFoundError) as e:
             step()
         message = str(e.value)
-        assert f"{folder} is not in {tmp_path}/data/{folder}/raw and could not be {verb}" in message
+        places = [tmp_path / "data" / folder / "raw", tmp_path / "data"] + ([system] if name != "mnist" else [])
+        assert f"{folder} is in none of the places looked in ({', '.join(map(str, places))}) and {why}" in message
         assert all(f in message for f in data_mnist.FILES) and "http" in message
+        assert ("apt-get install dataset-fashion-mnist" in message) == (name == "fashion_mnist")
+
+
+def _gzip_tree(src, dst):
+    """The idx files of `src` gzipped into `dst`, at another compression level than the originals had
+    (as Debian's package recompressed Fashion-MNIST's)."""
+    dst.mkdir(parents=True)
+    for f in data_mnist.FILES:
+        (dst / f"{f}.gz").write_bytes(gzip.compress((src / f).read_bytes(), compresslevel=1))
+
+
+def test_gzipped_files_in_the_system_folder_are_found_when_data_root_holds_none(mnist_root, small_val,
+                                                                                monkeypatch, tmp_path):
+    name, root, files = mnist_root
+    cls = data_mnist.MnistDataModule if name == "mnist" else data_mnist.FashionMnistDataModule
+    system = tmp_path / "usr" / "share" / "datasets" / name
+    _gzip_tree(root / cls.torchvision_class / "raw", system)
+    monkeypatch.setattr(cls, "system_dirs", (system,))  # MNIST has no package; the mechanism is the same
+    dm = build_datamodule(name, img_size=28, batch_size=64, root=str(tmp_path / "nothing-here"))
+    dm.prepare_data()  # found: no download attempted (there is no network here)
+    dm.setup()
+    assert dm.pipeline["read_from"] == str(system)
+    torch.testing.assert_close(dm.splits["test"].tensors[1], torch.from_numpy(files["t10k"][1]).long())
+    raw = dm.load()
+    torch.testing.assert_close(raw["val"][0][:, 0], torch.from_numpy(files["train"][0][-VAL:]).float() / 255)
+    # a copy under data.root wins over the system's, also as plain files in data.root itself
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for f in data_mnist.FILES:
+        (mine / f).write_bytes((root / cls.torchvision_class / "raw" / f).read_bytes())
+    images = files["t10k"][0].copy()
+    images[0] = 255 - images[0]
+    _write_idx(mine, "t10k", images, files["t10k"][1])  # a different first test image tells the copies apart
+    dm = build_datamodule(name, img_size=28, batch_size=64, root=str(mine))
+    dm.setup()
+    assert dm.pipeline["read_from"] == str(mine)
+    torch.testing.assert_close(dm.load()["test"][0][0, 0], torch.from_numpy(images[0]).float() / 255)
+
+
+def test_a_bad_idx_file_names_itself_and_what_is_wrong(tmp_path):
+    from vitstudy.data.idx import read_idx
+
+    good = struct.pack(">4i", 2051, 2, 3, 3) + bytes(18)
+    (tmp_path / "ok").write_bytes(good)
+    assert read_idx(tmp_path / "ok", 3).shape == (2, 3, 3)
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(good[:-5]))
+    with pytest.raises(ValueError, match=r"cut.gz: the header gives shape \(2, 3, 3\) \(18 bytes of data\) but "
+                                         r"the file holds 13"):
+        read_idx(tmp_path / "cut.gz", 3)
+    with pytest.raises(ValueError, match=r"ok: not an idx file of 1-dimensional unsigned bytes \(magic "
+                                         r"0x00000801\), header 00000803"):
+        read_idx(tmp_path / "ok", 1)
+
+
+DEBIAN = data_mnist.FashionMnistDataModule.system_dirs[0]
+REQUIRE = os.environ.get("VITSTUDY_REQUIRE_FASHION_MNIST") == "1"  # CI installs the package: no skipping
+
+
+@pytest.mark.skipif(not REQUIRE and not DEBIAN.is_dir(),
+                    reason=f"no {DEBIAN} (apt-get install dataset-fashion-mnist)")
+def test_the_real_fashion_mnist_from_the_debian_package(tmp_path):
+    dm = build_datamodule("fashion_mnist", img_size=28, batch_size=128, root=str(tmp_path))
+    dm.prepare_data()
+    dm.setup()
+    assert dm.pipeline["read_from"] == str(DEBIAN)
+    assert dm.split_sizes() == {"train": 55000, "val": 5000, "test": 10000}
+    raw = dm.load()
+    for split, (x, y) in raw.items():
+        assert x.shape[1:] == (1, 28, 28) and 0 <= x.min() and x.max() <= 1
+        assert y.unique().tolist() == list(range(10)), split
+    assert raw["test"][1].bincount().tolist() == [1000] * 10  # the official test set is balanced
+    full = torch.cat([raw["train"][0], raw["val"][0]])
+    assert abs(full.mean().item() - 0.2860) < 1e-3 and abs(full.std().item() - 0.3530) < 1e-3  # published
+    assert raw["train"][1][:5].tolist() == [9, 0, 0, 3, 0]  # the first labels of the training file
 
 
 # --- imagefolder ---------------------------------------------------------------------------------------

@@ -204,6 +204,33 @@ def test_plots_are_written_from_event_files(results):
     assert "validation top-1 accuracy" in svg and "epoch" in svg and "head=cls" in svg
 
 
+def test_a_metric_at_an_epoch_is_read_from_each_runs_event_files(results):
+    """`val/acc1@epoch2`: the logged value at epoch 2 (counted from 1) of every seed, compared like any
+    metric (how fast a variant gets there)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    manifest, out = results
+    curves = {}
+    for i, run in enumerate(sorted((out / "ab_grid").iterdir())):
+        curve = [10.0 + i, 40.0 + 2 * i, 60.0 + 3 * i]
+        writer = SummaryWriter(run / "tb")
+        for epoch, acc in enumerate(curve):
+            writer.add_scalar("epoch", epoch, global_step=10 * epoch + 9)
+            writer.add_scalar("val/acc1", acc, global_step=10 * epoch + 9)
+        writer.close()
+        curves[run.name] = curve
+    report, _ = for_manifest(manifest, out, metrics=["val/acc1@epoch2", "test/acc1"])
+    checked = 0
+    for g in report.groups:
+        expected = [curves[r.dir.name][1] for r in g.runs if r.status == "done"]
+        assert g.values("val/acc1@epoch2") == expected and len(expected) == len(g.values("test/acc1"))
+        checked += len(expected)
+    assert checked == 10  # (cls, none) finished one seed
+    assert report.groups[0].runs[0].value("val/acc1@epoch9") is None  # never logged
+    md = render(report, "md")
+    assert "val top-1 (%) @ epoch 2" in md.splitlines()[0]
+
+
 def test_a_grid_in_progress_shows_done_and_pending_cells(tmp_path, write_manifest, capsys):
     """One tiny real run: the new metrics.json fields, then a report with one cell done, one pending."""
     from vitstudy.results.plots import val_curve

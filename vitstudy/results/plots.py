@@ -17,9 +17,8 @@ from pathlib import Path
 
 from vitstudy.results.format import value_text
 from vitstudy.results.groups import Group, hashable, short_axis
-from vitstudy.results.runs import Run, metric_name
+from vitstudy.results.runs import Run, metric_name, val_curve
 from vitstudy.results.table import Report
-from vitstudy.runfolder import TB_DIR
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
@@ -112,26 +111,6 @@ def _si(v: float) -> str:
         if abs(v) >= div:
             return f"{v / div:.4g}{suffix}"
     return f"{v:.4g}"
-
-
-def val_curve(run_dir: Path, tag: str = "val/acc1") -> dict[int, float]:
-    """{epoch: value} of a scalar in a run's TensorBoard events (the last value where an epoch repeats,
-    e.g. after a resume)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tb = Path(run_dir) / TB_DIR
-    if not tb.is_dir():
-        return {}
-    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = acc.Tags().get("scalars", [])
-    if tag not in tags:
-        return {}
-    epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
-    out = {}
-    for i, e in enumerate(acc.Scalars(tag)):
-        out[epoch_at.get(e.step, i)] = e.value
-    return dict(sorted(out.items()))
 
 
 def val_acc_vs_epoch(report: Report, stem: Path) -> list[Path]:

@@ -3,18 +3,21 @@ from an executor's memory, so a report works while a grid runs, after a crash, a
 back from a cluster. Also the metrics a record holds and the names a table gives them.
 
 A metric is a key of the record's `metrics` (final test/val/train values), `best:<key>` (the value at
-the best-validation epoch, from `best`), or a cost (params, MACs, measured images/s, peak memory).
+the best-validation epoch, from `best`), `<key>@epoch<k>` (a logged value at epoch k, counted from 1,
+from the run's TensorBoard events: how fast a variant gets there), or a cost (params, MACs, measured
+images/s, peak memory).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitstudy import runfolder
 from vitstudy.config.manifest import load
-from vitstudy.runfolder import METRICS_FILE
+from vitstudy.runfolder import METRICS_FILE, TB_DIR
 
 DEFAULT_METRICS = ("test/acc1", "best:test/acc1")
 COST = ("params", "macs", "train_img_s", "infer_img_s", "peak_mem_mib")
@@ -24,11 +27,37 @@ NAMES = {"test/acc1": "test top-1 (%)", "test/acc5": "test top-5 (%)", "test/los
          "infer_img_s": "infer img/s", "peak_mem_mib": "peak mem (MiB)"}
 
 
+AT_EPOCH = re.compile(r"(?P<tag>.+)@epoch(?P<epoch>[1-9][0-9]*)")  # val/acc1@epoch3
+
+
 def metric_name(metric: str) -> str:
-    """The column title of a metric: 'test top-1 (%)', 'test top-1 (%) @ best val'."""
+    """The column title of a metric: 'test top-1 (%)', 'test top-1 (%) @ best val', 'val top-1 (%) @
+    epoch 3'."""
     if metric.startswith("best:"):
         return NAMES.get(metric[5:], metric[5:]) + " @ best val"
+    if at := AT_EPOCH.fullmatch(metric):
+        return f"{NAMES.get(at['tag'], at['tag'])} @ epoch {at['epoch']}"
     return NAMES.get(metric, metric)
+
+
+def val_curve(run_dir: Path, tag: str = "val/acc1") -> dict[int, float]:
+    """{epoch (from 0): value} of a scalar in a run's TensorBoard events (the last value where an epoch
+    repeats, e.g. after a resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = Path(run_dir) / TB_DIR
+    if not tb.is_dir():
+        return {}
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    if tag not in tags:
+        return {}
+    epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
+    out = {}
+    for i, e in enumerate(acc.Scalars(tag)):
+        out[epoch_at.get(e.step, i)] = e.value
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -55,6 +84,8 @@ class Run:
         rec = self.record
         if metric.startswith("best:"):
             v = (rec.get("best") or {}).get(metric[5:])
+        elif at := AT_EPOCH.fullmatch(metric):
+            v = val_curve(self.dir, at["tag"]).get(int(at["epoch"]) - 1) if self.dir is not None else None
         elif metric in COST:
             v = (rec.get("cost") or {}).get(metric)
         else:

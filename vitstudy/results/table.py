@@ -62,7 +62,7 @@ def note(notes: list[str], text: str) -> int:
 
 def split_of(metric: str) -> str | None:
     """The split an accuracy is measured on ("test" for test/acc1 and best:test/acc1), else None."""
-    name = metric.removeprefix("best:")
+    name = metric.removeprefix("best:").split("@")[0]
     return name.split("/")[0] if "/" in name and "/acc" in name else None
 
 
