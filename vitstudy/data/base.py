@@ -292,8 +292,8 @@ class TensorDataModule(SplitDataModule):
                        if mode == "device" else "forced"),
             "held_mib": round(held / 2**20, 1),
         }
-        if self.read_from() is not None:
-            self.pipeline["read_from"] = self.read_from()
+        if (folder := self.read_from()) is not None:
+            self.pipeline["read_from"] = folder
 
     def _check(self, raw: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """The loaded images must have the channels, and the labels lie below the class count, of the
