@@ -181,7 +181,7 @@ def test_pivot_and_baseline(results, capsys):
 def test_plots_are_written_from_event_files(results):
     from torch.utils.tensorboard import SummaryWriter
 
-    from vitstudy.results.plots import val_curve
+    from vitstudy.results.runs import val_curve
     from vitstudy.results.write import write
 
     manifest, out = results
@@ -233,7 +233,7 @@ def test_a_metric_at_an_epoch_is_read_from_each_runs_event_files(results):
 
 def test_a_grid_in_progress_shows_done_and_pending_cells(tmp_path, write_manifest, capsys):
     """One tiny real run: the new metrics.json fields, then a report with one cell done, one pending."""
-    from vitstudy.results.plots import val_curve
+    from vitstudy.results.runs import val_curve
     from vitstudy.training.run import run_cell
 
     text = TINY_GRID.replace("epochs: 2", "epochs: 3").replace("log: {progress_bar: false}",

@@ -246,10 +246,6 @@ class TensorDataModule(SplitDataModule):
         """(images (N, C, S, S) in [0, 1] at native size, labels (N,)) for "train", "val", "test"."""
         raise NotImplementedError
 
-    def read_from(self) -> str | None:
-        """The folder the files were read from, for datasets that may come from several (recorded)."""
-        return None
-
     def load_key(self) -> tuple | None:
         """What `load()` depends on besides the class, for a dataset worth keeping between the cells of
         one process (a grid trains them all on one dataset: read and split it once); None: load anew."""
@@ -292,8 +288,6 @@ class TensorDataModule(SplitDataModule):
                        if mode == "device" else "forced"),
             "held_mib": round(held / 2**20, 1),
         }
-        if (folder := self.read_from()) is not None:
-            self.pipeline["read_from"] = folder
 
     def _check(self, raw: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """The loaded images must have the channels, and the labels lie below the class count, of the

@@ -73,9 +73,10 @@ class MnistDataModule(TensorDataModule):
         folder = self.files_dir()  # its files do not change while a grid runs
         return (str(folder.resolve()) if folder else None), VAL_SIZE
 
-    def read_from(self) -> str | None:
-        folder = self.files_dir()
-        return str(folder) if folder else None
+    def setup(self, stage: str | None = None) -> None:
+        """TensorDataModule's setup; the run's record also says which place the files came from."""
+        super().setup(stage)
+        self.pipeline["read_from"] = str(self.files_dir())
 
     def load(self):
         folder = self.files_dir()
