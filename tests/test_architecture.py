@@ -3,7 +3,7 @@
 Every import of every module is read from its source (also imports inside functions and under
 TYPE_CHECKING: an import that runs later is still a dependency). The layers, left to right:
 
-    registry, runfolder, threads → config → models → data → training → grid → results → bench → cli
+    registry, runfolder, threads → config → models → data → training → grid → results → bench → cli → api
 
 A module may import its own layer (package) and the layers to its left, never one to its right; no
 two modules may reach each other through imports. The checker itself is tested on a planted cycle
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vitstudy"
 LAYERS = {"registry": 0, "runfolder": 0, "threads": 0, "config": 1, "models": 2, "data": 3, "training": 4, "grid": 5,
-          "results": 6, "bench": 7, "cli": 8, "__init__": 9}
+          "results": 6, "bench": 7, "cli": 8, "api": 9, "__init__": 10}
 
 
 def modules(root: Path, top: str) -> dict[str, Path]:
@@ -126,7 +126,8 @@ def test_the_checker_finds_an_import_against_the_layer_order(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["vitstudy.config.manifest", "vitstudy.config.spec", "vitstudy.registry",
-                                    "vitstudy.runfolder", "vitstudy.results.format"])
+                                    "vitstudy.runfolder", "vitstudy.results.format",
+                                    "vitstudy.grid.progress", "vitstudy.grid.live"])
 def test_torch_free_modules_import_no_torch(module):
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

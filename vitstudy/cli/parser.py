@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="end with `vitstudy check`: exit 1 when an expect: value is missed (the grid's "
                           "status when cells failed)")
     run.add_argument("--junit", type=Path, metavar="FILE", help="with --check: write its JUnit XML to FILE")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress (neither the live display of a terminal nor one line per event); "
+                          "failures, the table and the summary still print (local backend)")
     cl = run.add_argument_group("slurm and ray (see README, 'Running a grid on a cluster')")
     cl.add_argument("--partition", help="slurm: sbatch --partition")
     cl.add_argument("--time", default="60", help="slurm: sbatch --time per cell, minutes or [D-]H:M:S "

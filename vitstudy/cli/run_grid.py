@@ -1,9 +1,17 @@
 """`vitstudy run-grid` (train every pending cell on this machine, a SLURM cluster or Ray, then write the
-report) and `vitstudy check` (the expect: gate, also what `run-grid --check` ends with)."""
+report) and `vitstudy check` (the expect: gate, also what `run-grid --check` ends with).
+
+How a local grid's progress shows: a live display when stdout is a terminal (vitstudy.grid.live), one
+line per event otherwise (logs, pipes, SLURM output files, TERM=dumb), neither with --quiet. SLURM and Ray
+print their lines.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from vitstudy.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_grid, usage_error
@@ -16,6 +24,7 @@ BACKEND_OPTIONS = {
     "partition": ("slurm",), "time": ("slurm",), "mem_gb": ("slurm",), "max_concurrent": ("slurm",),
     "account": ("slurm",), "qos": ("slurm",), "constraint": ("slurm",), "sbatch": ("slurm",),
     "wait": ("slurm",), "gpus_per_cell": ("slurm", "ray"), "cpus_per_cell": ("slurm", "ray"),
+    "quiet": ("local",),
 }
 
 
@@ -41,7 +50,8 @@ def cmd_run_grid(args) -> int:
     from vitstudy.grid.executors.local import run_local
 
     folder = args.out / grid.folder
-    print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {folder}", flush=True)
+    if not args.quiet:
+        print(f"grid '{grid.folder}': {len(grid.cells)} cells -> {folder}", flush=True)
     # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: the cell keeps its last.ckpt
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.backend == "slurm":
@@ -53,9 +63,26 @@ def cmd_run_grid(args) -> int:
                            cpus_per_cell=args.cpus_per_cell or default_cpus_per_cell(),
                            gpus_per_cell=args.gpus_per_cell)
     else:
-        progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
-                             workers=args.workers, pack=args.pack)
+        view, shown = _view(args.quiet)
+        with shown:  # a live display ends before the table prints
+            progress = run_local(grid, args.out, fail_fast=args.fail_fast, retry_failed=args.retry_failed,
+                                 workers=args.workers, pack=args.pack, view=view)
     return _report(args, folder, progress.summary(), progress.failures)
+
+
+def _view(quiet: bool) -> tuple:
+    """What shows a local grid's progress (Quiet, the live display on a terminal, else None: one line per
+    event, as logs and scripts read it) and the context it is on in."""
+    from vitstudy.grid.progress import Quiet
+
+    if quiet:
+        return Quiet(), nullcontext()
+    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":  # a dumb terminal cannot redraw
+        from vitstudy.grid.live import LiveView
+
+        live = LiveView()
+        return live, live
+    return None, nullcontext()
 
 
 def _run_slurm(args, grid, folder: Path) -> int:
@@ -109,7 +136,7 @@ def _report(args, folder: Path, summary: str, bad: int) -> int:
     write(report, folder)  # table.{md,csv,tex,html} and the plots
     print()
     print(render(report, "md"))
-    print(f"{summary}; report written to {folder}/table.md (.csv, .tex, .html) and plots")
+    print(f"{summary}; report written to {folder}/report.html, table.md (.csv, .tex, .html) and plots")
     failed = EXIT_FAILED if bad else EXIT_OK
     if not args.check:
         return failed

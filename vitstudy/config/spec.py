@@ -116,14 +116,15 @@ class LogSpec(StrictModel):
 
     `loggers` picks Lightning's loggers. TensorBoard (`tb/`) is always written, whatever the list says,
     because the report reads its event files; `csv` adds `csv/metrics.csv`, and `wandb` and `mlflow`
-    (optional extras: `pip install "vitstudy[wandb]"`) send the same metrics to those services.
+    (optional extras: `pip install "vitstudy[wandb]"`) log each cell as a run of theirs, with the spec as
+    its params and metrics.json's final numbers (vitstudy.training.loggers).
     """
 
     every_n_steps: PositiveInt = 50  # train/loss_step and lr to the loggers (Lightning's default)
     progress_bar: Optional[bool] = None  # None: only when stdout is a terminal
     loggers: tuple[Literal["tensorboard", "csv", "wandb", "mlflow"], ...] = ("tensorboard",)
     project: Optional[str] = None  # W&B project / MLflow experiment; default: the grid's name
-    tracking_uri: Optional[str] = None  # MLflow; default: file:<results>/<grid>/mlruns
+    tracking_uri: Optional[str] = None  # MLflow; default: sqlite:///<results>/<grid>/mlflow.db
 
     @model_validator(mode="after")
     def _installed(self) -> "LogSpec":

@@ -1,5 +1,7 @@
-"""The grid's live view: cells done / running / failed and an ETA, one line per event, printed above
-Lightning's per-cell progress bar. No torch import."""
+"""The grid's progress: cells done / running / failed, an ETA, and each running cell's latest epoch, step,
+loss and validation top-1. Shown one line per event (`echo`; the plain output, for logs and pipes),
+or through a `View`: the live display in a terminal (vitstudy.grid.live) or `Quiet` (failures only).
+No torch import."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from vitstudy import runfolder
 from vitstudy.config.manifest import Cell, Grid
@@ -32,15 +34,41 @@ def eta(walls: list[float], remaining: int, workers: int = 1) -> float | None:
     return statistics.median(walls) * remaining / max(1, min(workers, remaining))
 
 
+class View(Protocol):
+    """What shows a grid's progress instead of its event lines."""
+
+    def changed(self, progress: Progress) -> None:
+        """The counts, the running cells or a cell's numbers changed."""
+
+    def failed(self, event: str) -> None:
+        """A cell failed: '✗ <run id> <status>: <message>'."""
+
+
+class Quiet:
+    """`run-grid --quiet`: no progress, but failures are still said, one line each."""
+
+    def __init__(self, echo: Callable[[str], None] = print):
+        self.echo = echo
+
+    def changed(self, progress: Progress) -> None:
+        pass
+
+    def failed(self, event: str) -> None:
+        self.echo(event)
+
+
 class Progress:
-    """Counts of the grid's cells by status; `line()` is the live summary."""
+    """Counts of the grid's cells by status; `line()` is the live summary. With a `view`, events
+    redraw it instead of echoing their line."""
 
     def __init__(self, name: str, total: int, workers: int = 1, echo: Callable[[str], None] = print,
-                 walls: list[float] | None = None, tuning: frozenset[str] = frozenset()):
-        self.name, self.total, self.workers, self.echo = name, total, workers, echo
+                 walls: list[float] | None = None, tuning: frozenset[str] = frozenset(),
+                 view: View | None = None):
+        self.name, self.total, self.workers, self.echo, self.view = name, total, workers, echo, view
         self.tuning = tuning  # run ids of tuning cells: a candidate that fails is an outcome, counted apart
         self.counts: Counter = Counter()
         self.running: set[str] = set()
+        self.cells: dict[str, dict] = {}  # running cell -> its latest progress (training.progress_events)
         self.ended_ids: set[str] = set()
         self.walls = list(walls or [])  # wall times of finished cells, earlier runs included
         self.start = time.time()
@@ -49,29 +77,56 @@ class Progress:
     def finished(self) -> int:
         return sum(self.counts.values())
 
+    def show(self) -> None:
+        """The grid as it stands: its line, or the view redrawn."""
+        if self.view is None:
+            self.echo(self.line())
+        else:
+            self.view.changed(self)
+
     def started(self, run_id: str) -> None:
         if run_id in self.ended_ids:  # a late start event from a worker
             return
         self.running.add(run_id)
-        self.echo(f"{self.line()}  → {run_id}")
+        self.cells.setdefault(run_id, {})
+        self._tell(f"→ {run_id}")
+
+    def stepped(self, run_id: str, fields: dict) -> None:
+        """A running cell's latest progress: epoch, epochs, batch, batches, step, stage, loss, val_acc1.
+        Only a view shows it (one line per event leaves training silent)."""
+        if run_id in self.running:
+            self.cells[run_id] = fields
+            if self.view is not None:
+                self.view.changed(self)
 
     def ended(self, run_id: str, status: str, record: dict | None = None) -> None:
         self.running.discard(run_id)
+        self.cells.pop(run_id, None)
         self.ended_ids.add(run_id)
         self.counts[self._key(run_id, status)] += 1
         if record and status == "done" and record.get("wall_time_s"):
             self.walls.append(float(record["wall_time_s"]))
         if status == "done" and record is not None:
-            wall = duration(record.get("wall_time_s", 0))
-            self.echo(f"{self.line()}  ✓ {run_id}: {_note(record)} in {wall}")
+            self._tell(f"✓ {run_id}: {_note(record)} in {duration(record.get('wall_time_s', 0))}")
         elif status in FAILURES or status == "worker died":
             message = ((record or {}).get("error") or {}).get("message", "")
-            self.echo(f"{self.line()}  ✗ {run_id} {status}: {message.splitlines()[0] if message else ''}")
+            self._tell(f"✗ {run_id} {status}: {message.splitlines()[0] if message else ''}", failure=True)
+        elif self.view is not None:
+            self.view.changed(self)
 
     def failed_before(self, run_id: str, status: str) -> None:
         """A cell that failed in an earlier run and is not retried."""
         self.counts[self._key(run_id, status)] += 1
-        self.echo(f"{self.line()}  ✗ {run_id} {status} in an earlier run (--retry-failed reruns it)")
+        self._tell(f"✗ {run_id} {status} in an earlier run (--retry-failed reruns it)", failure=True)
+
+    def _tell(self, event: str, failure: bool = False) -> None:
+        """One event: its line after the grid's (the plain output), or to the view (which lists failures)."""
+        if self.view is None:
+            self.echo(f"{self.line()}  {event}")
+            return
+        if failure:
+            self.view.failed(event)
+        self.view.changed(self)
 
     def _key(self, run_id: str, status: str) -> str:
         return count_key(status, run_id in self.tuning)
@@ -81,13 +136,16 @@ class Progress:
         return failures(self.counts)
 
     def line(self) -> str:
+        return f"[{self.name}] {self.status()}"
+
+    def status(self) -> str:
+        """'3/12 done · 2 running · 1 failed · ETA 4m10s' (the ETA once a cell has run)."""
         done = self.counts["done"] + self.counts["skipped"]
         failed = sum(self.counts[s] for s in FAILURES)
         left = self.total - self.finished
         seconds = eta(self.walls, left, self.workers)
         eta_s = f" · ETA {duration(seconds)}" if seconds is not None and left else ""
-        return (f"[{self.name}] {done}/{self.total} done · {len(self.running)} running · "
-                f"{failed} failed{eta_s}")
+        return f"{done}/{self.total} done · {len(self.running)} running · {failed} failed{eta_s}"
 
     def summary(self) -> str:
         """'3 done, 9 skipped (done before), 1 failed, 1 diverged' in a fixed order."""
@@ -127,16 +185,16 @@ def _note(record: dict) -> str:
     return ("tuning, " if tuning else "") + note
 
 
-def survey(grid: Grid, out: Path, workers: int, echo: Callable[[str], None]
+def survey(grid: Grid, out: Path, workers: int, echo: Callable[[str], None], view: View | None = None
            ) -> tuple[Progress, dict[str, Path], list[Cell]]:
     """Where a grid stands before an executor runs it: each cell's folder (keyed by run id + grid name),
-    a Progress that counts the cells done before as skipped (their wall times feed the ETA), and the
-    cells still to run, in grid order."""
+    a Progress (shown by `view`, if given) that counts the cells done before as skipped (their wall times
+    feed the ETA), and the cells still to run, in grid order."""
     dirs = {cell.run_id + cell.grid: grid.cell_dir(out, cell) for cell in grid.cells}
     records = {key: runfolder.read_record(d) for key, d in dirs.items()}
     done = {key for key, r in records.items() if runfolder.record_status(r) == "done"}
     walls = [r["wall_time_s"] for key, r in records.items() if key in done and r.get("wall_time_s")]
     tuning = frozenset(cell.run_id for cell in grid.cells if cell.stage == "tune")
-    progress = Progress(grid.name, len(grid.cells), workers, echo, walls, tuning)
+    progress = Progress(grid.name, len(grid.cells), workers, echo, walls, tuning, view)
     progress.counts["skipped"] += len(done)
     return progress, dirs, [cell for cell in grid.cells if cell.run_id + cell.grid not in done]

@@ -77,6 +77,7 @@ class Report:
     cols: list[str] = field(default_factory=list)
     title: str = ""
     tuning: list[Run] = field(default_factory=list)  # a tuned grid's tuning runs: a plot, never rows
+    manifest: Path | None = None  # the manifest it was built from (report.html shows its text), if any
     _stats: dict[str, list[RowStats]] = field(default_factory=dict, init=False, repr=False)  # per metric
 
     def status_note(self, g: Group) -> str | None:
@@ -293,7 +294,9 @@ def for_manifest(manifest: Path, root: Path, smoke: bool = False, metrics: Itera
                  baseline: dict[str, str] | None = None) -> tuple[Report, Path]:
     """The report of a manifest's cells under the results root `root`, and the folder it belongs in."""
     runs, out_dir, name = runs_from_manifest(manifest, root, smoke=smoke)
-    return summarize(runs, metrics, rows, cols, baseline, title=name), out_dir
+    report = summarize(runs, metrics, rows, cols, baseline, title=name)
+    report.manifest = Path(manifest)
+    return report, out_dir
 
 
 def for_source(source: Path, root: Path, metrics: Iterable[str] = DEFAULT_METRICS,

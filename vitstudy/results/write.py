@@ -1,18 +1,21 @@
-"""A report's files in its grid's folder: table.{md,csv,tex,html} (atomic writes, vitstudy.runfolder)
-and its figures (vitstudy.results.plots), with `tuning.png` for a grid that has tuning runs."""
+"""A report's files in its grid's folder: table.{md,csv,tex,html} (atomic writes, vitstudy.runfolder),
+its figures (vitstudy.results.plots), with `tuning.png` for a grid that has tuning runs, and report.html
+(vitstudy.results.page), the page that shows them all, the figures inline, with links to every run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from vitstudy import runfolder
+from vitstudy.results.page import PAGE_FILE, page
 from vitstudy.results.plots import plot_all, tuning_curve
 from vitstudy.results.render import FORMATS, render
 from vitstudy.results.table import Report
 
 
 def write(report: Report, out_dir: Path, plots: bool = True) -> list[Path]:
-    """table.{md,csv,tex,html} and (with `plots`) the figures, in `out_dir`; returns the paths."""
+    """table.{md,csv,tex,html}, (with `plots`) the figures, and report.html in `out_dir`; returns the
+    paths."""
     written = []
     for fmt in FORMATS:
         path = Path(out_dir) / f"table.{fmt}"
@@ -22,4 +25,6 @@ def write(report: Report, out_dir: Path, plots: bool = True) -> list[Path]:
         written += plot_all(report, Path(out_dir))
     if plots and report.tuning:
         written += tuning_curve(report, Path(out_dir) / "tuning")
-    return written
+    path = Path(out_dir) / PAGE_FILE  # last: it inlines the figures just written
+    runfolder.write_text(path, page(report, Path(out_dir), [p for p in written if p.suffix == ".svg"]))
+    return written + [path]

@@ -37,9 +37,10 @@ from vitstudy.models.seeding import stable_seed
 from vitstudy.runfolder import BEST_FILE, METRICS_FILE, SPEC_FILE, TRACEBACK_FILE
 from vitstudy.training import pack_checkpoint as ckpts
 from vitstudy.training.callbacks import SELECT, RunMonitor
-from vitstudy.training.loggers import build_loggers
+from vitstudy.training.loggers import build_loggers, finish
 from vitstudy.training.pack_batches import MemberBatches, evaluate, peak_lr, schedule
 from vitstudy.training.packed_model import PackedAdamW, PackedModel
+from vitstudy.training.progress_events import Reporter, Send
 from vitstudy.training.run import _record
 from vitstudy.training.system import DivergedError, system_arguments
 from vitstudy.training.throughput import CELL_INFER_TIMING, inference_throughput, sync
@@ -65,9 +66,11 @@ class Member:
             logger.log_metrics(metrics, step)
 
 
-def run_pack(specs: list[RunSpec], run_dirs: list[Path], mode: str = "auto") -> list[dict]:
+def run_pack(specs: list[RunSpec], run_dirs: list[Path], mode: str = "auto", report: Send | None = None
+             ) -> list[dict]:
     """Train the cells `specs` (in `run_dirs`) as one pack; return their records in order. Never raises
-    for a failing cell: failures are recorded, as `run_cell` records them."""
+    for a failing cell: failures are recorded, as `run_cell` records them. `report`: where the members'
+    progress goes (vitstudy.training.progress_events), if anywhere."""
     start = time.time()
     members: list[Member] = []
     for spec, run_dir in zip(specs, run_dirs, strict=True):
@@ -78,7 +81,7 @@ def run_pack(specs: list[RunSpec], run_dirs: list[Path], mode: str = "auto") -> 
     info = {"mode": mode, "size": len(members), "members": ids}
     try:
         if members:
-            _train(members, info, start)
+            _train(members, info, start, report)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - the pack's failure is every unfinished member's
@@ -116,8 +119,7 @@ def _failed(m: Member, error: BaseException, start: float, info: dict | None) ->
     text = "".join(traceback.format_exception(error))  # a diverged member's: the type and message only
     files.write_text(m.run_dir / TRACEBACK_FILE, text)
     files.write_json(m.run_dir / METRICS_FILE, record)
-    for logger in m.loggers:
-        logger.finalize("failed")
+    finish(m.loggers)  # the trackers' runs end, as failed
     return record
 
 
@@ -126,7 +128,7 @@ def device_of(spec: RunSpec) -> torch.device:
     return torch.device("cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def _train(members: list[Member], info: dict, start: float) -> None:
+def _train(members: list[Member], info: dict, start: float, report: Send | None) -> None:
     specs = [m.spec for m in members]
     first, t = specs[0], specs[0].train
     device = device_of(first)
@@ -161,6 +163,7 @@ def _train(members: list[Member], info: dict, start: float) -> None:
     lrs = schedule(specs, per_epoch, t.epochs).to(device)  # (steps, K)
     loop = MemberBatches(specs, data["train"], device)
     k_all = torch.arange(net.k, device=device)
+    reporter = Reporter([m.run_dir.name for m in members], report, t.epochs)
     for epoch in range(done, t.epochs):
         net.train()
         loss_sum, nonfinite = torch.zeros(net.k, device=device), torch.zeros(net.k, device=device)
@@ -177,9 +180,12 @@ def _train(members: list[Member], info: dict, start: float) -> None:
             detached = losses.detach()
             nonfinite += ~torch.isfinite(detached)
             loss_sum += detached
+            reporter.batch(epoch, b, per_epoch, step + 1, detached, opt.alive)
             for k, m in enumerate(members):
                 if m.record is None and (b + 1) % m.spec.log.every_n_steps == 0:
                     _check(members, k_all, nonfinite, opt, epoch, step + 1, info, start, only=k)
+                    if m.record is not None:  # it diverged here: its record is written, its loggers closed
+                        continue
                     lr = float(lrs[min(step + 1, len(lrs) - 1), k])  # after this step, as Lightning logs it
                     m.log({"train/loss_step": float(detached[k]), "lr": lr, "epoch": epoch}, step)
         sync(device)
@@ -187,6 +193,7 @@ def _train(members: list[Member], info: dict, start: float) -> None:
         _check(members, k_all, nonfinite, opt, epoch, (epoch + 1) * per_epoch, info, start)
         warmup = epoch == done and t.epochs - epoch > 1  # as RunMonitor: the process's first epoch is warm-up
         val = evaluate(net, data["val"], batch, autocast)
+        reporter.validated(val[SELECT])
         global_step = (epoch + 1) * per_epoch
         for k, m in enumerate(members):
             if m.record is not None:
@@ -203,6 +210,7 @@ def _train(members: list[Member], info: dict, start: float) -> None:
                 best = {"epoch": epoch, "global_step": global_step, "state_dict": _model_state(net, k)}
                 files.atomic_write(m.run_dir / BEST_FILE, lambda f, best=best: torch.save(best, f))
             ckpts.save_member(m.run_dir, _member_checkpoint(m, k, net, opt, epoch, global_step))
+    reporter.testing()
     _finish(members, net, data, batch, autocast, dm, info, start, t.epochs * per_epoch)
 
 
@@ -241,10 +249,12 @@ def _finish(members, net, data, batch, autocast, dm, info, start, global_step) -
                            attention_path="+".join(paths) if paths else "n/a", pipeline=dm.pipeline,
                            split_sizes=dm.split_sizes(), peak_lr=peak_lr(m.spec), **m.attempt, **m.tuning,
                            pack=info)
+        # the trackers get the record's final numbers and close; a tracker's failure is noted, not the cell's
+        tracker_errors = finish(m.loggers, m.record, global_step)
+        if tracker_errors:
+            m.record["tracker_errors"] = tracker_errors
         files.write_json(m.run_dir / METRICS_FILE, m.record)
         ckpts.drop_previous(m.run_dir)
-        for logger in m.loggers:
-            logger.finalize("success")
 
 
 def _check(members, k_all, nonfinite, opt, epoch, step, info, start, only: int | None = None) -> None:

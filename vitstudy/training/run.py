@@ -5,7 +5,9 @@ events under `tb/` and `last.ckpt`, every file atomically. After testing, the be
 tested too (the `best` part of the record) and inference is timed on one test batch. A run whose folder
 holds a `last.ckpt` but no finished `metrics.json` resumes from that checkpoint. `run_cell` never raises
 for a failing cell: it records the failure (category, message, traceback in `traceback.txt`) so the rest
-of a grid goes on.
+of a grid goes on. The trackers the manifest names (W&B, MLflow: vitstudy.training.loggers) get the
+record's final numbers at the end; one that fails is noted in the record (`tracker_errors`), and the cell
+goes on without it.
 
 One process trains many cells (a grid, in order or per worker), so what does not change between them is
 kept, never what a result depends on: the model's cost per model spec (vitstudy.models.cost.cached_cost),
@@ -35,7 +37,7 @@ from vitstudy.data.base import datamodule_for
 from vitstudy.models.cost import cached_cost
 from vitstudy.runfolder import BEST_FILE, CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
 from vitstudy.training.callbacks import RunMonitor, cell_callbacks, checkpoint_position
-from vitstudy.training.loggers import build_loggers
+from vitstudy.training.loggers import build_loggers, finish
 from vitstudy.training.provenance import DDP_CELL_ENV, environment
 from vitstudy.training.quiet import expected_warnings_ignored, quiet_lightning
 from vitstudy.training.system import DivergedError, system_for
@@ -110,21 +112,30 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     with expected_warnings_ignored():
         trainer = build_trainer(spec, run_dir, progress, callbacks=[*cell_callbacks(run_dir, monitor),
                                                                     *callbacks])
-        # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
-        os.environ[DDP_CELL_ENV] = str(run_dir)
         try:
-            trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None, weights_only=True)
-        finally:
-            os.environ.pop(DDP_CELL_ENV, None)
-        metrics = _scalars(trainer.callback_metrics)
-        trainer.test(system, datamodule=dm, verbose=False)
-        metrics.update(_scalars(trainer.callback_metrics))
-        paths = sorted(set(system.model.attention_paths()))  # before `_measured` runs other forwards
-        measured = _measured(trainer, system, dm, monitor, run_dir, metrics)
+            # a multi-process strategy re-runs this command for ranks > 0: they train this cell, not the grid
+            os.environ[DDP_CELL_ENV] = str(run_dir)
+            try:
+                trainer.fit(system, datamodule=dm, ckpt_path=ckpt if ckpt.exists() else None,
+                            weights_only=True)
+            finally:
+                os.environ.pop(DDP_CELL_ENV, None)
+            metrics = _scalars(trainer.callback_metrics)
+            trainer.test(system, datamodule=dm, verbose=False)
+            metrics.update(_scalars(trainer.callback_metrics))
+            paths = sorted(set(system.model.attention_paths()))  # before `_measured` runs other forwards
+            measured = _measured(trainer, system, dm, monitor, run_dir, metrics)
+        except BaseException:
+            finish(trainer.loggers)  # the trackers' runs end with the attempt, as failed
+            raise
     record = _record(spec, run_dir, status="done", wall=time.time() - start, metrics=metrics,
                      attention_path="+".join(paths) if paths else "n/a", trainer=trainer, **measured,
                      pipeline=dm.pipeline, split_sizes=dm.split_sizes(), peak_lr=system.peak_lr(), **attempt,
                      **tuning, **(packing or {}))
+    # the trackers get the record's final numbers and close; a tracker's failure is noted, not the cell's
+    tracker_errors = finish(trainer.loggers, record, trainer.global_step)
+    if tracker_errors:
+        record["tracker_errors"] = tracker_errors
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
         files.write_json(run_dir / METRICS_FILE, record)
     return record
@@ -227,6 +238,8 @@ def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.T
                    {"train", "val", "test"}
     tuned          a tuned grid's final cell only: the chosen values, every candidate's score, `edge`
                    (vitstudy.training.tune)
+    tracker_errors done only, and only when a tracker (W&B, MLflow) failed: [{"logger", "during", "type",
+                   "message"}]; the cell went on without it (vitstudy.training.loggers)
     """
     if trainer is not None:
         device, count = trainer.strategy.root_device.type, trainer.num_devices

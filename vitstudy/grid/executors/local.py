@@ -5,6 +5,10 @@ Every cell is attempted under its lock (vitstudy.grid.locks): finished cells are
 process is training are deferred and waited for at the end (then skipped when that process finished
 them, or trained here when it died), interrupted cells resume from their last checkpoint, failed
 cells are reported and rerun only with `retry_failed`.
+
+Progress goes one line per event to `echo`, or to a `view` (vitstudy.grid.progress.View: the live display,
+or quiet); for a view, the cells also report their epochs while they train, from this process or, through
+the workers' event queue, from theirs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from vitstudy.config.manifest import Cell, Grid
 from vitstudy.grid import depends
 from vitstudy.grid.executors.worker import attempt, attempt_pack, init_worker
 from vitstudy.grid.packing import Unit, cpu_workers, plan_units
-from vitstudy.grid.progress import Progress, survey
+from vitstudy.grid.progress import Progress, View, survey
 from vitstudy.runfolder import FAILURES
 
 
@@ -33,15 +37,16 @@ def cells_at_once() -> int:
 
 def run_local(grid: Grid, out: Path, fail_fast: bool = False, retry_failed: bool = False,
               workers: int | None = None, echo: Callable[[str], None] = print,
-              pack: str | int = "auto") -> Progress:
+              pack: str | int = "auto", view: View | None = None) -> Progress:
     """Train every cell that is not finished; return the Progress, whose counts hold the outcome of
     every cell: done, skipped (done before), failed / diverged / oom, not run (after --fail-fast).
-    `pack`: which cells train together as one vectorised model (vitstudy.grid.packing)."""
+    `pack`: which cells train together as one vectorised model (vitstudy.grid.packing); `view`: what
+    shows the progress instead of one line per event (`echo` still gets the executor's messages)."""
     chosen, workers = workers, workers or cells_at_once()
     device = "cuda" if _has_cuda() else "cpu"
-    progress, dirs, todo = survey(grid, Path(out), workers, echo)
+    progress, dirs, todo = survey(grid, Path(out), workers, echo, view)
     if todo:
-        echo(progress.line())
+        progress.show()
     stop = False
     # a cell that waits for others (phase 2, a tuned grid's final cell: vitstudy.grid.depends) runs in a
     # wave after theirs, once they ended as it needs
@@ -91,12 +96,14 @@ def _handle(cell: Cell, outcome: str, record: dict | None, trained: bool, progre
 
 
 def _call(unit: Unit, dirs: dict, retry_failed: bool, pack, timeout: float = 0, on_start=None,
-          progress: bool | None = None):
+          progress: bool | None = None, on_progress=None):
     """The attempt that trains a unit: (function, arguments); it returns one outcome per cell."""
     run_dirs = [dirs[cell.run_id + cell.grid] for cell in unit.cells]
     if unit.packed:
-        return attempt_pack, ([c.spec for c in unit.cells], run_dirs, retry_failed, pack, timeout, on_start)
-    return _alone, (unit.cells[0].spec, run_dirs[0], retry_failed, progress, timeout, on_start, pack)
+        return attempt_pack, ([c.spec for c in unit.cells], run_dirs, retry_failed, pack, timeout, on_start,
+                              on_progress)
+    return _alone, (unit.cells[0].spec, run_dirs[0], retry_failed, progress, timeout, on_start, pack,
+                    on_progress)
 
 
 def _alone(*args) -> list:
@@ -104,10 +111,13 @@ def _alone(*args) -> list:
 
 
 def _in_process(units, dirs, progress, deferred, fail_fast, retry_failed, pack, timeout) -> bool:
+    shown = progress.view is not None  # a view replaces Lightning's bar and wants the cells' epochs
+    bar = False if shown else None
     for unit in units:
-        run_ids = {dirs[c.run_id + c.grid].name: c.run_id for c in unit.cells}
+        ids = {dirs[c.run_id + c.grid].name: c.run_id for c in unit.cells}
+        stepped = (lambda name, fields, ids=ids: progress.stepped(ids[name], fields)) if shown else None
         fn, args = _call(unit, dirs, retry_failed, pack, timeout,
-                         lambda name, ids=run_ids: progress.started(ids[name]))
+                         lambda name, ids=ids: progress.started(ids[name]), progress=bar, on_progress=stepped)
         for cell, (outcome, record, trained) in zip(unit.cells, fn(*args), strict=True):
             if _handle(cell, outcome, record, trained, progress, deferred) and fail_fast:
                 return True
@@ -126,11 +136,12 @@ def _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, worker
     events = ctx.Queue()
     by_name = {cell.run_id: cell for unit in units for cell in unit.cells}
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                             initargs=(devices, threads, events)) as pool:
+                             initargs=(devices, threads, events, progress.view is not None)) as pool:
         futures = {pool.submit(*_pool_call(unit, dirs, retry_failed, pack)): unit for unit in units}
         pending, stop = set(futures), False
         while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            # the workers' events are read between waits, as often as a live display repaints
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(events, progress, by_name)
             for future in done:
                 unit = futures[future]
@@ -158,13 +169,19 @@ def _pool_call(unit: Unit, dirs: dict, retry_failed: bool, pack) -> tuple:
 
 
 def _drain(events, progress: Progress, by_name: dict) -> None:
+    """The workers' events so far: a run id for a cell that starts, (run id, fields) for its progress."""
     while True:
         try:
-            run_id = events.get_nowait()
+            event = events.get_nowait()
         except queue.Empty:
             return
-        if run_id in by_name and run_id not in progress.ended_ids:
+        run_id, fields = event if isinstance(event, tuple) else (event, None)
+        if run_id not in by_name or run_id in progress.ended_ids:
+            continue
+        if fields is None:
             progress.started(run_id)
+        else:
+            progress.stepped(run_id, fields)
 
 
 def _has_cuda() -> bool:

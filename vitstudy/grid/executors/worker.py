@@ -2,6 +2,10 @@
 take the cell's lock, skip it if it is finished (or failed, unless retrying), else train it with
 `training.run.run_cell`, which resumes from last.ckpt when an earlier attempt was interrupted.
 
+The executor hears of each cell that starts and, for a live display, of its progress while it trains
+(vitstudy.training.progress_events): through callbacks in its own process, or, from a spawned worker,
+through a multiprocessing queue: a start is the run id, progress a (run id, fields) pair.
+
 Importing this module imports no torch, so a spawned worker can pin its GPU (CUDA_VISIBLE_DEVICES)
 and its CPU threads before torch loads.
 """
@@ -17,7 +21,8 @@ from vitstudy import runfolder as files
 from vitstudy.grid.locks import CellLock
 from vitstudy.runfolder import FAILURES, HOLDER_FILE, LOCK_FILE, METRICS_FILE
 
-_EVENTS: Any = None  # in a spawned worker: a queue to announce the cells it starts
+_EVENTS: Any = None  # in a spawned worker: a queue to announce the cells it starts (and their progress)
+_LIVE = False  # in a spawned worker: whether the executor shows its cells' progress
 
 
 class Terminated(BaseException):
@@ -31,12 +36,12 @@ def on_sigterm(signum, frame) -> None:
     raise Terminated(f"signal {signum}")
 
 
-def init_worker(devices: Any, threads: int | None, events: Any) -> None:
+def init_worker(devices: Any, threads: int | None, events: Any, live: bool = False) -> None:
     """Initialiser of a spawned worker: pin a GPU (one per worker, from the `devices` queue), split the
     CPU threads and apply the thread policy (unless the user set the variables: vitstudy.threads), quiet
-    Lightning's info lines. Runs before torch is imported."""
-    global _EVENTS
-    _EVENTS = events
+    Lightning's info lines. Runs before torch is imported. `live`: send the cells' progress too."""
+    global _EVENTS, _LIVE
+    _EVENTS, _LIVE = events, live
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     from vitstudy.threads import apply_here
@@ -52,10 +57,12 @@ def init_worker(devices: Any, threads: int | None, events: Any) -> None:
 
 def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress: bool | None = None,
             timeout: float = 0, on_start: Callable[[str], None] | None = None,
-            pack: str | int | None = None) -> tuple[str, dict | None, bool]:
+            pack: str | int | None = None, on_progress: Callable[[str, dict], None] | None = None
+            ) -> tuple[str, dict | None, bool]:
     """(outcome, metrics record, trained here). Outcomes: "locked" (another process holds the cell),
     "skipped" (done before), a failure status from an earlier attempt (not retried: trained is False),
-    or the status of this attempt ("done", "failed", "diverged", "oom")."""
+    or the status of this attempt ("done", "failed", "diverged", "oom"). `progress`: Lightning's own bar
+    (None: the spec's choice); `on_progress`: where the cell's progress goes, in this process."""
     run_dir = Path(run_dir)
     lock = CellLock(run_dir)
     if not lock.acquire(timeout=timeout):
@@ -70,17 +77,20 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
                 return status, record, False
             _clear(run_dir)  # a retry starts afresh: a failed cell's checkpoint may be what failed
         _announce(run_dir.name, on_start)
+        send = _progress_sink(on_progress)
         from vitstudy.training.pack_checkpoint import started_in_pack
 
         if started_in_pack(run_dir):  # it finishes in a pack, of one (vitstudy.grid.packing)
             from vitstudy.training.pack import run_pack
 
-            record = run_pack([spec], [run_dir], mode=str(pack or "off"))[0]
+            record = run_pack([spec], [run_dir], mode=str(pack or "off"), report=send)[0]
         else:
+            from vitstudy.training.progress_events import ProgressCallback
             from vitstudy.training.run import run_cell
 
             # `pack`: the grid's --pack, recorded (vitstudy.grid.packing: this cell trains alone)
             record = run_cell(spec, run_dir, progress=progress,
+                              callbacks=(ProgressCallback(run_dir.name, send),) if send else (),
                               pack={"mode": str(pack), "size": 1} if pack is not None else None)
         return record["status"], record, True
     finally:
@@ -95,6 +105,16 @@ def _announce(run_id: str, on_start: Callable[[str], None] | None) -> None:
         _EVENTS.put(run_id)
 
 
+def _progress_sink(on_progress: Callable[[str, dict], None] | None) -> Callable[[str, dict], None] | None:
+    """Where a cell's progress goes: the executor's callback in this process, a spawned worker's queue
+    when the executor shows progress, else nowhere (None: nothing is measured or sent)."""
+    if on_progress is not None:
+        return on_progress
+    if _EVENTS is not None and _LIVE:
+        return lambda run_id, fields: _EVENTS.put((run_id, fields))
+    return None
+
+
 def _clear(run_dir: Path) -> None:
     """Everything of a failed attempt but its lock and its record (which counts the attempts)."""
     for path in run_dir.iterdir():
@@ -104,7 +124,8 @@ def _clear(run_dir: Path) -> None:
 
 
 def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: str | int = "auto",
-                 timeout: float = 0, on_start: Callable[[str], None] | None = None
+                 timeout: float = 0, on_start: Callable[[str], None] | None = None,
+                 on_progress: Callable[[str, dict], None] | None = None
                  ) -> list[tuple[str, dict | None, bool]]:
     """`attempt` for cells that train as one pack (vitstudy.training.pack): each member under its own
     lock, skipped or not retried as `attempt` would; the rest train together. One (outcome, record,
@@ -136,7 +157,8 @@ def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: 
         # a member another process holds is left out: the others may then resume at another epoch
         for group in resumable_groups([run_dirs[i] for i in todo]):
             members = [todo[j] for j in group]
-            records = run_pack([specs[i] for i in members], [run_dirs[i] for i in members], mode=str(mode))
+            records = run_pack([specs[i] for i in members], [run_dirs[i] for i in members], mode=str(mode),
+                               report=_progress_sink(on_progress))
             for i, record in zip(members, records, strict=True):
                 outcomes[i] = (record["status"], record, True)
         return outcomes
