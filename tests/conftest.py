@@ -54,3 +54,39 @@ def trained_grid(tmp_path_factory):
     out = root / "results"
     assert main(["run-grid", str(manifest), "--smoke", "--workers", "1", "--out", str(out)]) == 0
     return manifest, out
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def refused(tmp_path, monkeypatch, capsys):
+    """`refused(argv, files)`: write `files` ({relative path: str or bytes}) under tmp_path, which is also
+    the current folder and holds HOME, run `vitstudy ARGV` in this process, and assert the front door's
+    promise: exit status 2, no traceback, and no file created anywhere under tmp_path (results, HOME,
+    current folder). Returns stderr, for the test to check that it names the file and the key."""
+    from vitstudy.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+
+    def run(argv: list[str], files: dict[str, str | bytes] | None = None) -> str:
+        for name, body in (files or {}).items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body) if isinstance(body, bytes) else path.write_text(body)
+        before = _files(tmp_path)
+        try:
+            status = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own refusals
+            status = e.code
+        err = capsys.readouterr().err
+        assert status == 2, f"exit status {status}, stderr:\n{err}"
+        assert "Traceback" not in err, err
+        assert _files(tmp_path) == before, f"created: {sorted(_files(tmp_path) - before)}"
+        return err
+
+    return run

@@ -70,17 +70,29 @@ def load_table(source: str | Path, out: str | Path = "results", *, smoke: bool =
     test/acc1 and best:test/acc1); `baseline`: the reference row as {axis: value}
     or as `vitstudy report --baseline` takes it ("head=cls,position=learned"; default: the first row);
     `rows`: axes that order the rows."""
+    from vitstudy.cli import values
     from vitstudy.results.frame import read_runs, table_frame
     from vitstudy.results.runs import DEFAULT_METRICS
     from vitstudy.results.table import summarize
 
+    metrics = _option(values.metrics, ",".join(metrics or DEFAULT_METRICS), "metrics")
+    rows = _option(values.axes, ",".join(rows), "rows") if rows else []
     if isinstance(baseline, str):
-        baseline = dict(kv.strip().split("=", 1) for kv in baseline.split(",") if kv.strip())
+        baseline = _option(values.baseline, baseline, "baseline")
     with _refusals():
         runs, _, name = read_runs(source, out, smoke)
-    report = summarize(runs, list(metrics or DEFAULT_METRICS), list(rows or []), baseline=baseline,
-                       title=name)
+    report = summarize(runs, metrics, rows, baseline=baseline, title=name)
     return table_frame(report)
+
+
+def _option(parse, text: str, name: str) -> Any:
+    """`text` read as `vitstudy report` reads its option; a malformed value as GridError, in its words."""
+    from argparse import ArgumentTypeError
+
+    try:
+        return parse(text)
+    except ArgumentTypeError as e:
+        raise GridError(f"{name}: {e}") from None
 
 
 def run_grid(manifest: str | Path, out: str | Path = "results", *, smoke: bool = False,
@@ -92,7 +104,9 @@ def run_grid(manifest: str | Path, out: str | Path = "results", *, smoke: bool =
     and, with `check`, every expectation met; 1: otherwise). `options` are the command's other options
     by name (partition="gpu", time="2:00:00", sbatch=["mail-type=END"], wait=True, address="auto", ...).
     Raises GridError for what the command refuses (nothing has run then), TypeError for an unknown
-    option; Ctrl-C raises KeyboardInterrupt (the running cell keeps its last.ckpt and resumes)."""
+    option; Ctrl-C raises KeyboardInterrupt (the running cell keeps its last.ckpt and resumes); a results
+    folder that fills up or turns read-only raises vitstudy.runfolder.StorageError (nothing lost: call again
+    once it is writable)."""
     from vitstudy.cli.common import EXIT_USAGE
     from vitstudy.cli.parser import build_parser
     from vitstudy.cli.run_grid import cmd_run_grid

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 
 def unknown_name(kind: str, name: object, valid: Iterable[object]) -> str:
     """"unknown <kind> '<name>' (did you mean '<closest>'?); valid: ...": the one did-you-mean message
-    (registry names, manifest keys, spec options). It never suggests `name` itself."""
+    (registry names, manifest keys, spec options). It never suggests `name` itself, and quotes at most
+    60 characters of it."""
     valid = [str(v) for v in valid]
-    others = [v for v in valid if v != str(name)]
-    close = difflib.get_close_matches(str(name), others, n=1, cutoff=0.6)
+    text = name if isinstance(name, str) else reprlib.repr(name)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    others = [v for v in valid if v != text]
+    close = difflib.get_close_matches(text, others, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}"
+    return f"unknown {kind} '{text}'{hint}; valid: {', '.join(valid)}"
 
 
 class UnknownNameError(ValueError, KeyError):

@@ -19,7 +19,7 @@ TOLERANT = HEAD + """expect:
     val/acc1: {value: 96.5}
   - match: {model.head: gap}
     test/acc1: 97.5
-    test/loss: {value: "1e-1", tolerance: 5.0e-2}
+    test/loss: {value: 1e-1, tolerance: 5e-2}
 """
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,8 @@ def test_failed_and_diverged_cells_are_recorded_and_the_rest_finish(tmp_path, ca
     assert diverge.spec.train.lr == 1e30 and diverge.spec.train.grad_clip is None
     crash_dir = grid.cell_dir(out, crash)
     crash_dir.mkdir(parents=True)
-    (crash_dir / "last.ckpt").write_bytes(b"not a checkpoint")  # this cell fails when it resumes
+    with zipfile.ZipFile(crash_dir / "last.ckpt", "w") as z:  # whole (not cut short: test_faults.py) but
+        z.writestr("archive/data.txt", "not a checkpoint")   # no torch checkpoint: it fails when it resumes
 
     assert main(["run-grid", str(manifest), "--out", str(out), "--fail-fast"]) == 1
     assert "1 done, 1 failed, 1 not run" in capsys.readouterr().out  # stopped at the first failure

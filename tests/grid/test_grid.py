@@ -4,6 +4,7 @@ import json
 import statistics
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -127,12 +128,14 @@ def test_checkpoint_reloads_with_weights_only(learned_cell):
 
 def test_a_crashing_cell_is_recorded_and_the_grid_goes_on(tmp_path, write_manifest):
     # a training subset smaller than one class's worth still runs; an image size whose data cannot be
-    # resized (0 train samples) is refused earlier, so crash the run for real: a corrupt checkpoint
+    # resized (0 train samples) is refused earlier, so crash the run for real: a checkpoint that is whole
+    # (one cut short restarts its cell: tests/grid/test_faults.py) but not a torch checkpoint
     manifest = write_manifest(TINY_GRID)
     grid = load(manifest)
     bad = tmp_path / "results" / "tiny" / grid.cells[0].run_id
     bad.mkdir(parents=True)
-    (bad / "last.ckpt").write_bytes(b"not a checkpoint")
+    with zipfile.ZipFile(bad / "last.ckpt", "w") as z:
+        z.writestr("archive/data.txt", "not a checkpoint")
     assert main(["run-grid", str(manifest), "--out", str(tmp_path / "results")]) == 1
     failed = json.loads((bad / "metrics.json").read_text())
     assert failed["status"] == "failed" and failed["error"]["message"]

@@ -157,7 +157,8 @@ def test_phase_rules_are_validated():
         parse(TWO_PHASE.replace("match: {model.mixer: conv}", "match: {model.mixer: pool}"))
     with pytest.raises(ManifestError, match="transfer"):
         parse(TWO_PHASE.replace("transfer: conv_to_attention", "transfer: conv2attn"))
-    with pytest.raises(ManifestError, match=r"phases\[0\]\.match\.model\.mixr: unknown model field"):
+    with pytest.raises(ManifestError,
+                       match=r"phases\[0\]\.match\.model\.mixr: unknown model option 'mixr' \(did you mean 'mixer'"):
         parse(TWO_PHASE.replace("match: {model.mixer: conv}", "match: {model.mixr: conv}"))
 
 

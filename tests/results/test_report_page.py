@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import statistics
+import zipfile
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -49,14 +50,16 @@ METRIC = "test/acc1"
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """The grid trained once for the module; the report of the same manifest with a third seed, which
-    no cell has run yet. The (gap, none) cells fail: each finds a corrupt checkpoint to resume from."""
+    no cell has run yet. The (gap, none) cells fail: each finds a checkpoint to resume from that is whole
+    (one cut short would restart the cell) but not a torch checkpoint."""
     tmp = tmp_path_factory.mktemp("page")
     manifest, out = tmp / "page.yaml", tmp / "results"
     manifest.write_text(GRID)
     for cell in load(manifest).cells:
         if cell.spec.model.position == "none":
             (load(manifest).cell_dir(out, cell)).mkdir(parents=True)
-            (load(manifest).cell_dir(out, cell) / "last.ckpt").write_bytes(b"not a checkpoint")
+            with zipfile.ZipFile(load(manifest).cell_dir(out, cell) / "last.ckpt", "w") as z:
+                z.writestr("archive/data.txt", "not a checkpoint")
     assert main(["run-grid", str(manifest), "--out", str(out), "--workers", "1"]) == 1  # two failed
     assert (out / "page" / "report.html").is_file()  # run-grid writes the page with the tables
     pending = tmp / "pending.yaml"

@@ -15,6 +15,13 @@ def usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
+def refuse(problems: list[str]) -> int:
+    """Print each problem as `usage_error` does and return the bad-input status."""
+    for message in problems:
+        usage_error(message)
+    return EXIT_USAGE
+
+
 def load_grid(args) -> Grid:
     """The manifest's grid, its budget (if any) solved with the models' cost (vitstudy.models.cost)."""
     return load(args.manifest, smoke=args.smoke, cost=_model_cost)

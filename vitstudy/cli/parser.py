@@ -7,22 +7,12 @@ import argparse
 from pathlib import Path
 
 from vitstudy.bench import PARTS as BENCH_PARTS
+from vitstudy.cli import values
 from vitstudy.results.runs import DEFAULT_METRICS
 
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
-
-
-def pack_mode(text: str) -> str | int:
-    from vitstudy.grid.packing import parse_mode
-
-    try:
-        return parse_mode(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--pack takes ")) from None
+# the most `profile` takes for a preset's sizes: a sanity bound at the door (the model spec then checks that
+# they fit the preset, e.g. an image size that is a multiple of the patch size)
+PROFILE_SIZES = {"--img-size": 2**14, "--num-classes": 2**20, "--in-chans": 2**10}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("--retry-failed", action="store_true",
                      help="rerun (from scratch) the cells that failed, diverged or ran out of memory")
-    run.add_argument("--workers", type=positive_int, default=None,
+    run.add_argument("--workers", type=values.count(1, 1024), default=None,
                      help="cells (or packs) trained at once (default: one per GPU; on a CPU one per core "
                           "when cells are packed, else 1; CPU threads are split)")
     run.add_argument("--smoke", action="store_true",
                      help="apply the manifest's smoke: overrides (tiny data and steps); own ids and folder")
-    run.add_argument("--pack", type=pack_mode, default="auto", metavar="auto|off|K",
+    run.add_argument("--pack", type=values.pack, default="auto", metavar="auto|off|K",
                      help="train cells that differ only in seed, lr, weight decay, ... together as one "
                           "vectorised model: auto (default), off, or at most K per pack (local backend)")
     run.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
@@ -54,26 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no progress (neither the live display of a terminal nor one line per event); "
                           "failures, the table and the summary still print (local backend)")
     cl = run.add_argument_group("slurm and ray (see README, 'Running a grid on a cluster')")
-    cl.add_argument("--partition", help="slurm: sbatch --partition")
-    cl.add_argument("--time", default="60", help="slurm: sbatch --time per cell, minutes or [D-]H:M:S "
-                                                   "(a cell that runs out is requeued and resumes)")
-    cl.add_argument("--gpus-per-cell", type=int, default=0,
+    cl.add_argument("--partition", type=values.word, help="slurm: sbatch --partition")
+    cl.add_argument("--time", type=values.minutes, default=60,
+                    help="slurm: sbatch --time per cell, minutes or [D-]H:M:S (a cell that runs out is "
+                         "requeued and resumes)")
+    cl.add_argument("--gpus-per-cell", type=values.count(0, 64), default=0,
                     help="slurm: --gpus-per-node (and --ntasks-per-node, for DDP); ray: num_gpus per task")
-    cl.add_argument("--cpus-per-cell", type=int, default=None,
+    cl.add_argument("--cpus-per-cell", type=values.count(1, 4096), default=None,
                     help="slurm: --cpus-per-task (default 2); ray: num_cpus per task (default 1 or 2)")
-    cl.add_argument("--mem-gb", type=float, help="slurm: sbatch --mem")
-    cl.add_argument("--max-concurrent", type=positive_int, default=256,
+    cl.add_argument("--mem-gb", type=values.amount(2.0**20), help="slurm: sbatch --mem")
+    cl.add_argument("--max-concurrent", type=values.count(1, 10**6), default=256,
                     help="slurm: array tasks at once (--array=0-N%%K)")
-    cl.add_argument("--account", help="slurm: sbatch --account")
-    cl.add_argument("--qos", help="slurm: sbatch --qos")
-    cl.add_argument("--constraint", help="slurm: sbatch --constraint")
-    cl.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+    cl.add_argument("--account", type=values.word, help="slurm: sbatch --account")
+    cl.add_argument("--qos", type=values.word, help="slurm: sbatch --qos")
+    cl.add_argument("--constraint", type=values.word, help="slurm: sbatch --constraint")
+    cl.add_argument("--sbatch", type=values.sbatch, action="append", default=[], metavar="KEY=VALUE",
                     help="slurm: any other sbatch option, e.g. --sbatch mail-type=END (repeatable)")
     cl.add_argument("--wait", action="store_true",
                     help="slurm: follow the jobs until none is queued, then print the table "
                          "(default: submit and exit; `vitstudy plan M` shows progress)")
-    cl.add_argument("--address", help="ray: an existing cluster ('auto', 'ray://host:10001'; "
-                                      "default: start a local one)")
+    cl.add_argument("--address", type=values.word,
+                    help="ray: an existing cluster ('auto', 'ray://host:10001'; default: start a local one)")
 
     plan = sub.add_parser("plan", help="list a manifest's cells with ids, status, params and MACs")
     plan.add_argument("manifest", type=Path)
@@ -102,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("source", type=Path, help="a grid's results folder, or a manifest (then pending "
                                                "cells are shown too)")
     rep.add_argument("--out", type=Path, default=Path("results"), help="results root, for a manifest")
-    rep.add_argument("--rows", help="comma-separated axes that order the rows (e.g. position,head)")
-    rep.add_argument("--cols", help="comma-separated axes to pivot into columns")
+    rep.add_argument("--rows", type=values.axes,
+                     help="comma-separated axes that order the rows (e.g. position,head)")
+    rep.add_argument("--cols", type=values.axes, help="comma-separated axes to pivot into columns")
     rep.add_argument("--format", choices=("md", "csv", "tex", "html"), default="md", help="what to print")
-    rep.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+    rep.add_argument("--metrics", type=values.metrics, default=",".join(DEFAULT_METRICS),
                      help="comma-separated; best:M is M at the best-validation epoch (default: %(default)s)")
-    rep.add_argument("--baseline", help="the reference row, e.g. head=cls,position=learned (default: first)")
+    rep.add_argument("--baseline", type=values.baseline,
+                     help="the reference row, e.g. head=cls,position=learned (default: first)")
     rep.add_argument("--to", type=Path, help="folder for the files (default: the grid's folder)")
     rep.add_argument("--no-plots", action="store_true")
 
@@ -119,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "not counted. Given a manifest: those of every cell, plus measured inference and "
                     "training images/s on this machine's device, with random images.")
     prof.add_argument("model", help="a preset name (see `vitstudy list`) or a manifest file")
-    prof.add_argument("--device", help="for a manifest: cpu, cuda, ... (default: cuda if available)")
-    prof.add_argument("--batch-size", type=int, help="for a manifest (default: each cell's data.batch_size)")
-    prof.add_argument("--img-size", type=int)
-    prof.add_argument("--num-classes", type=int)
-    prof.add_argument("--in-chans", type=int)
+    prof.add_argument("--device", type=values.device,
+                      help="for a manifest: cpu, cuda, cuda:N, mps (default: cuda if available)")
+    prof.add_argument("--batch-size", type=values.count(1, 2**16),
+                      help="for a manifest (default: each cell's data.batch_size)")
+    for size, most in PROFILE_SIZES.items():
+        prof.add_argument(size, type=values.count(1, most), help="for a preset (default: the preset's)")
     prof.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("list", help="every registered mixer, normaliser, tokenizer, preset, dataset")
@@ -141,15 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which parts (default: all)")
     bench.add_argument("--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"],
                        help="mixers: the precisions to time")
-    bench.add_argument("--rounds", type=positive_int, help="rounds per part (default: each part's own)")
+    bench.add_argument("--rounds", type=values.count(1, 10**4),
+                       help="rounds per part (default: each part's own)")
     bench.add_argument("--only", nargs="+", help="mixers: variant labels, e.g. attention+softmax dwsa")
     bench.add_argument("--manifest", type=Path, default=Path("experiments.yaml"),
                        help="loop, utilisation and contention: the manifest whose first cell is timed")
-    bench.add_argument("--seconds", type=float, help="contention: seconds per measurement (default: 2)")
-    bench.add_argument("--epochs", type=positive_int, help="pack: train the grids this many epochs "
-                                                           "(default: the manifest's)")
-    bench.add_argument("--seeds", type=positive_int, help="pack: seeds 0..N-1 for the manifest's grid "
-                                                          "(default: the manifest's)")
+    bench.add_argument("--seconds", type=values.amount(3600.0),
+                       help="contention: seconds per measurement (default: 2)")
+    bench.add_argument("--epochs", type=values.count(1, 10**4),
+                       help="pack: train the grids this many epochs (default: the manifest's)")
+    bench.add_argument("--seeds", type=values.count(1, 10**4),
+                       help="pack: seeds 0..N-1 for the manifest's grid (default: the manifest's)")
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when there is a GPU")
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where JSON and plots go")
     return p

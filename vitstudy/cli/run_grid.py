@@ -14,7 +14,8 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from vitstudy.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_grid, usage_error
+from vitstudy.cli import paths
+from vitstudy.cli.common import EXIT_FAILED, EXIT_OK, load_grid, refuse, usage_error
 from vitstudy.cli.parser import build_parser
 from vitstudy.grid.executors.worker import on_sigterm
 
@@ -35,12 +36,11 @@ def _misplaced_options(args, parser_defaults: dict) -> list[str]:
 
 
 def cmd_run_grid(args) -> int:
-    misplaced = _misplaced_options(args, vars(build_parser().parse_args(["run-grid", str(args.manifest)])))
-    misplaced += _gate_options(args)
-    for message in misplaced:
-        usage_error(message)
-    if misplaced:
-        return EXIT_USAGE
+    refused = _misplaced_options(args, vars(build_parser().parse_args(["run-grid", str(args.manifest)])))
+    refused += _gate_options(args)
+    refused += paths.folder("--out", args.out, written=True) + paths.file("--junit", args.junit)
+    if refused:  # before anything is imported, read or written
+        return refuse(refused)
     grid = load_grid(args)  # every cell validated before anything runs
     if args.check and not any(c.expect for c in grid.cells):
         return _gate(args.manifest, args.out, args.smoke, None)  # "nothing to check" (exit 2) before training
@@ -92,10 +92,10 @@ def _run_slurm(args, grid, folder: Path) -> int:
         return usage_error("--backend slurm: sbatch/squeue not found on this machine")
     try:
         options = slurm.SlurmOptions(
-            partition=args.partition, time_min=slurm.parse_time(args.time), gpus_per_cell=args.gpus_per_cell,
+            partition=args.partition, time_min=args.time, gpus_per_cell=args.gpus_per_cell,
             cpus_per_cell=args.cpus_per_cell or 2, mem_gb=args.mem_gb, max_concurrent=args.max_concurrent,
             account=args.account, qos=args.qos, constraint=args.constraint,
-            extra=dict(_key_value(kv) for kv in args.sbatch))
+            extra=dict(args.sbatch))
         slurm.submit(grid, args.out, options, retry_failed=args.retry_failed)
     except ValueError as e:
         return usage_error(str(e))
@@ -120,13 +120,6 @@ def _gate_options(args) -> list[str]:
     return problems
 
 
-def _key_value(text: str) -> tuple[str, str | bool]:
-    key, sep, value = text.partition("=")
-    if not key:
-        raise ValueError(f"--sbatch {text!r}: use KEY=VALUE (or KEY for a flag)")
-    return key.lstrip("-"), value if sep else True
-
-
 def _report(args, folder: Path, summary: str, bad: int) -> int:
     from vitstudy.results.render import render
     from vitstudy.results.table import for_manifest
@@ -145,6 +138,8 @@ def _report(args, folder: Path, summary: str, bad: int) -> int:
 
 
 def cmd_check(args) -> int:
+    if refused := paths.folder("--out", args.out, written=False) + paths.file("--junit", args.junit):
+        return refuse(refused)
     return _gate(args.manifest, args.out, args.smoke, args.junit)
 
 

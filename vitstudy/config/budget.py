@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import ValidationError
 
-from vitstudy.config.errors import Bad, CellError
+from vitstudy.config.errors import Bad, CellError, shown
 from vitstudy.config.manifest_grid import Option
 from vitstudy.config.manifest_resolve import resolve
 from vitstudy.config.manifest_rules import finite_number, matches
@@ -85,13 +85,14 @@ def read(value: Any, *, axes: list[str], smoke: dict, phases: list[dict], exclud
         bad(("budget", key), unknown_name("budget key", key, KEYS))
     cost, adjust = value.get("cost"), value.get("adjust")
     if cost not in COSTS:
-        bad(("budget", "cost"), f"{cost!r}: cost is one of {', '.join(COSTS)}")
-    if adjust not in LIMITS:
-        bad(("budget", "adjust"), f"{adjust!r}: adjust is one of {', '.join(LIMITS)}")
+        bad(("budget", "cost"), f"{shown(cost)}: cost is one of {', '.join(COSTS)}")
+    if not isinstance(adjust, str) or adjust not in LIMITS:  # (a list is not hashable)
+        bad(("budget", "adjust"), f"{shown(adjust)}: adjust is one of {', '.join(LIMITS)}")
+        adjust = None
     reference = _reference(value.get("reference", "baseline"), axes, bad)
     tolerance = _positive(value.get("tolerance", DEFAULT_TOLERANCE))
     if tolerance is None or tolerance >= 1:
-        bad(("budget", "tolerance"), f"{value.get('tolerance')!r}: tolerance is a relative deviation "
+        bad(("budget", "tolerance"), f"{shown(value.get('tolerance'))}: tolerance is a relative deviation "
                                      "above 0 and below 1, e.g. 0.05")
         tolerance = None
     fixed = adjust in LIMITS and _fixed_elsewhere(adjust, axes, smoke, phases, excludes, bad)
@@ -109,7 +110,7 @@ def _reference(value: Any, axes: list[str], bad: Bad) -> Any:
         return None if unknown else value
     number = _positive(value)
     if number is None:
-        bad(("budget", "reference"), f"{value!r}: reference is `baseline` (the first variant), a cost "
+        bad(("budget", "reference"), f"{shown(value)}: reference is `baseline` (the first variant), a cost "
                                      "(e.g. 5.7e6) or a mapping of grid keys to values naming one variant")
     return number
 
@@ -192,8 +193,13 @@ def _match(budget: Budget, model: ModelSpec, reference: float, label: str, is_re
 
 def _unreachable(axes: tuple[tuple[str, Any], ...], m: Matched) -> str:
     return (f"variant {_described(axes)}: no value of {m.adjust} (1 to {LIMITS[m.adjust]}) brings {m.cost} "
-            f"within {percent(m.tolerance)} of the reference {m.reference:,.0f} ({m.label}); the closest "
-            f"reachable is {m.achieved:,.0f} ({m.deviation:+.1%}) at {m.adjust}={m.value}")
+            f"within {percent(m.tolerance)} of the reference {count(m.reference)} ({m.label}); the closest "
+            f"reachable is {count(m.achieved)} ({m.deviation:+.1%}) at {m.adjust}={m.value}")
+
+
+def count(x: float) -> str:
+    """A cost as a message prints it: 5,717,416; beyond what any model reaches, 1e+300."""
+    return f"{x:,.0f}" if x < 1e15 else f"{x:.3g}"
 
 
 def percent(fraction: float) -> str:
@@ -212,8 +218,8 @@ def _reference_variant(reference: Any, variants: list[Optional[Variant]],
              if v is not None and all((k, want) in v[0] for k, want in reference.items())]
     if len(named) != 1:
         which = "; ".join(_described(variants[i][0]) for i in named) or "none"
-        bad(("budget", "reference"), f"{reference!r} names {len(named)} variants ({which}); it must name "
-                                     "exactly one (give more grid keys)")
+        bad(("budget", "reference"), f"{shown(reference)} names {len(named)} variants ({which}); it must "
+                                     "name exactly one (give more grid keys)")
         return None
     return named[0], f"the variant {_described(variants[named[0]][0])}"
 

@@ -55,13 +55,21 @@ class Grid:
 
 
 def make_run_id(axes: tuple[tuple[str, Any], ...], spec: RunSpec) -> str:
-    """A readable name from the axis values and seed, plus a short hash of the resolved spec."""
-    parts = [f"{key.rsplit('.', 1)[-1]}-{_slug(value)}" for key, value in axes]
+    """A readable name from the axis values and seed, plus a short hash of the resolved spec. It names a
+    folder, so it is made of ASCII letters, digits and `_.+-` only, whatever the values hold (no path
+    separator, no control character), and is never `.` or `..` (it always has `_s<seed>-`)."""
+    parts = [f"{_name(key.rsplit('.', 1)[-1])}-{_slug(value)}" for key, value in axes]
     if not parts:
-        parts = [spec.model.preset or spec.model.mixer]
+        parts = [_name(spec.model.preset or spec.model.mixer)]
     readable = "_".join(parts)[:80]
     return f"{readable}_s{spec.seed}-{spec.digest()}"
 
 
 def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "", str(value).replace(" ", "")) or "x"
+
+
+def _name(name: str) -> str:
+    """A key or preset name as it goes into a run id: unchanged for the names of the schema and the
+    registries; anything outside `[A-Za-z0-9_.+-]` dropped."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "", name) or "x"

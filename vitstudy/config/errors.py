@@ -7,6 +7,7 @@ list. A problem says what would be valid (`explain` turns pydantic's errors into
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,8 +63,12 @@ class Problems:
             self.bad(path, message)
 
     def include(self, error: ManifestError) -> None:
-        """An included manifest's problems, each naming that manifest's file."""
-        self.found.extend(Problem(p.path, p.message, p.line, p.file or error.file) for p in error.problems)
+        """An included manifest's problems, each naming that manifest's file, each once (a file that two
+        included manifests include reports its problems through both)."""
+        for p in error.problems:
+            problem = Problem(p.path, p.message, p.line, p.file or error.file)
+            if problem not in self.found:
+                self.found.append(problem)
 
     def check(self) -> None:
         """Raise ManifestError listing every problem, if there is one."""
@@ -82,6 +87,28 @@ def dotted(path: tuple) -> str:
     return out
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxset = 6
+_SHOWN.maxdict, _SHOWN.maxlevel, _SHOWN.maxlong = 4, 3, 40
+
+
+def shown(value: Any) -> str:
+    """`value` as a message quotes it: its repr, shortened (strings to 60 characters, containers to their
+    first items, a few levels deep), so no value can make a message grow without bound."""
+    return _SHOWN.repr(value)
+
+
+class SpecError(ValueError):
+    """A spec check that fails, naming the fields at fault (`field` within the checked section, or
+    `section.field` for a check across sections), so the manifest layer reports it at the YAML line of
+    the value that set them rather than at the section. pydantic keeps it in an error's ctx["error"]."""
+
+    def __init__(self, message: str, *fields: str):
+        super().__init__(message)
+        self.fields = fields
+
+
 def explain(err: dict[str, Any], model: type | None) -> str:
     """One pydantic error as a sentence that says what would be valid."""
     field_name = str(err["loc"][-1]) if err["loc"] else ""
@@ -90,4 +117,22 @@ def explain(err: dict[str, Any], model: type | None) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return "required, but not given"
-    return f"{msg} (got {err['input']!r})" if "input" in err and err["type"] != "value_error" else msg
+    if "input" not in err or err["type"] == "value_error":
+        return msg
+    return f"{msg} (got {shown(err['input'])}){_type_hint(err)}"
+
+
+def _type_hint(err: dict[str, Any]) -> str:
+    """Why a value of the wrong type is not taken as meant: no value is converted (a spec is strict)."""
+    value, kind = err["input"], err["type"]
+    if isinstance(value, bool) and kind in ("int_type", "float_type"):
+        return ": yes/no/true/false is a bool, not a number"
+    if isinstance(value, str) and kind in ("int_type", "float_type"):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f": text, not a number (it is quoted); write {value.strip()} without quotes"
+    if isinstance(value, float) and kind == "int_type":
+        return ": an integer is written without a fraction"
+    return ""

@@ -3,7 +3,9 @@
     name: softmax                 # results go to <out>/<name>/<run id>/
     description: free text
     include: [other.yaml, ablations/*.yaml]   # cells of other manifests (paths relative to this file,
-                                  # globs allowed); each keeps its own name, folder and ids
+                                  # globs allowed, inside the project: the folder of the manifest
+                                  # loaded, unless include_root or $VITSTUDY_INCLUDE_ROOT allows
+                                  # another); each keeps its own name, folder and ids
     defaults:                     # one value for every section field, for every cell
       model: {preset: vit_micro}  # sections: model, data, train, log
       data: {dataset: digits}
@@ -83,65 +85,98 @@ vitstudy.config.budget.Matched: value, cost, reference; None without a budget or
 
 Every cell is validated before anything runs, and every problem of every cell is reported together,
 each naming the file, the line where known, the dotted key path, the bad value and what is valid
-(vitstudy.config.errors). Only this layer reads YAML (vitstudy.config.yaml_lines). This module reads a
-manifest into its parts; the grid's axes are vitstudy.config.manifest_grid, the other parts
-vitstudy.config.manifest_rules, their expansion into cells vitstudy.config.manifest_expand, one cell's
-spec vitstudy.config.manifest_resolve, and Cell, Grid and run ids vitstudy.config.cells.
+(vitstudy.config.errors). Only this layer reads YAML (vitstudy.config.yaml_lines), bounded: a regular
+file of UTF-8 text of at most 1 MiB, parsed once, at most 10,000 values counting what aliases repeat, no
+key twice in a mapping. This module reads a manifest into its parts; the grid's axes are
+vitstudy.config.manifest_grid, the other parts vitstudy.config.manifest_rules, their expansion into cells
+vitstudy.config.manifest_expand, one cell's spec vitstudy.config.manifest_resolve, and Cell, Grid and
+run ids vitstudy.config.cells.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitstudy.config import budget, manifest_grid, manifest_rules, tune
 from vitstudy.config.budget import CostFn
 from vitstudy.config.cells import Cell, Grid, make_run_id
-from vitstudy.config.errors import Bad, ManifestError, Problem, Problems
+from vitstudy.config.errors import Bad, ManifestError, Problem, Problems, shown
 from vitstudy.config.manifest_expand import Parts, check_rules_used, expand
-from vitstudy.config.yaml_lines import read_yaml
+from vitstudy.config.manifest_rules import INCLUDE_ROOT_ENV, include_base
+from vitstudy.config.yaml_lines import read_file, read_yaml
 from vitstudy.registry import unknown_name
 
 TOP_LEVEL = ("name", "description", "include", "defaults", "grid", "exclude", "seeds", "expect", "smoke",
              "phases", "tune", "budget")
 SMOKE_SUFFIX = "-smoke"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # whole names only (fullmatch): it names a folder
 __all__ = ["Cell", "Grid", "ManifestError", "load", "make_run_id", "parse"]  # what other layers use
 
 
-def load(path: str | Path, smoke: bool = False, cost: CostFn | None = None) -> Grid:
+def load(path: str | Path, smoke: bool = False, cost: CostFn | None = None,
+         include_root: str | Path | None = None) -> Grid:
     """Read, validate and expand a manifest file. Raises ManifestError listing every problem. `cost`
-    (vitstudy.models.cost.model_cost) is needed by a manifest with `budget:`."""
-    return _load(Path(path), smoke, (), cost)
+    (vitstudy.models.cost.model_cost) is needed by a manifest with `budget:`. Includes come from the
+    manifest's folder and below (its project), or from `include_root` (folders separated by os.pathsep;
+    default: the environment variable VITSTUDY_INCLUDE_ROOT)."""
+    path = Path(path)
+    text = read_file(path)
+    return _parse(text, path, _Reading(smoke, cost, _roots(path, include_root)), ())
 
 
-def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False,
-          cost: CostFn | None = None) -> Grid:
-    """Validate and expand manifest text (`file` names it in errors and anchors relative includes)."""
-    return _parse(text, file, smoke, (), cost)
+def parse(text: str, file: str | Path = "<manifest>", smoke: bool = False, cost: CostFn | None = None,
+          include_root: str | Path | None = None) -> Grid:
+    """Validate and expand manifest text (`file` names it in errors and anchors relative includes; its
+    folder, or the current one, is the project includes stay inside, as in `load`)."""
+    return _parse(text, file, _Reading(smoke, cost, _roots(file, include_root)), ())
 
 
 # --------------------------------------------------------------------------------------------------
-def _load(path: Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ManifestError(path, [Problem("<file>", f"cannot read: {e.strerror or e}")]) from None
-    return _parse(text, path, smoke, stack, cost)
+@dataclass
+class _Reading:
+    """What every manifest of one `load` is read with, and each included file read so far (a file two
+    manifests include is read once)."""
+
+    smoke: bool
+    cost: CostFn | None
+    roots: tuple[Path, ...]  # the folders includes may come from: the project, then those allowed
+    read: dict[Path, Grid | ManifestError] = field(default_factory=dict)
 
 
-def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...], cost: CostFn | None) -> Grid:
+def _roots(file: str | Path, include_root: str | Path | None) -> tuple[Path, ...]:
+    allowed = os.environ.get(INCLUDE_ROOT_ENV, "") if include_root is None else str(include_root)
+    return (include_base(file), *(Path(p).resolve() for p in allowed.split(os.pathsep) if p))
+
+
+def _load(path: Path, reading: _Reading, stack: tuple[Path, ...]) -> Grid:
+    """An included manifest (its resolved path), read once per `load`."""
+    if path not in reading.read:
+        try:
+            reading.read[path] = _parse(read_file(path), path, reading, stack)
+        except ManifestError as e:
+            reading.read[path] = e
+    got = reading.read[path]
+    if isinstance(got, ManifestError):
+        raise got
+    return got
+
+
+def _parse(text: str, file: str | Path, reading: _Reading, stack: tuple[Path, ...]) -> Grid:
     raw, lines = read_yaml(text, file)
     if not isinstance(raw, dict):
         valid = ", ".join(TOP_LEVEL)
         raise ManifestError(file, [Problem("<root>", f"a manifest is a mapping with keys: {valid}")])
     problems = Problems(file, lines.line)
     name = _name(raw, file, problems.bad)
+    description = _description(raw.get("description"), problems.bad)
     included = manifest_rules.includes(raw.get("include"), file, stack, problems,
-                                       lambda path, inside: _load(path, smoke, inside, cost))
-    m = _read_parts(raw, name, smoke, bool(included), problems.bad)
+                                       lambda path, inside: _load(path, reading, inside), reading.roots)
+    m = _read_parts(raw, name, reading.smoke, bool(included), problems.bad)
     problems.check()
-    cells, used = expand(m, problems, cost)
+    cells, used = expand(m, problems, reading.cost)
     check_rules_used(m, used, problems.bad)
     problems.check()
     for sub in included:
@@ -154,8 +189,7 @@ def _parse(text: str, file: str | Path, smoke: bool, stack: tuple[Path, ...], co
         m.tune.keys if m.tune else [])
     for sub in included:
         axes += [a for a in sub.axes if a not in axes]
-    return Grid(m.name, str(file), str(raw.get("description", "")), tuple(axes), tuple(cells.values()),
-                smoke, m.folder)
+    return Grid(m.name, str(file), description, tuple(axes), tuple(cells.values()), reading.smoke, m.folder)
 
 
 def _name(raw: dict, file: str | Path, bad: Bad) -> str:
@@ -164,11 +198,23 @@ def _name(raw: dict, file: str | Path, bad: Bad) -> str:
         if key not in TOP_LEVEL:
             bad((key,), unknown_name("top-level key", key, TOP_LEVEL))
     name = raw.get("name", Path(str(file)).stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        bad(("name",), f"{name!r} is not a valid grid name: letters, digits, '_', '.', '-' "
-                       "(it names a folder)")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        given = "" if "name" in raw else " (the file's name; give `name:`)"
+        bad(("name",), f"{shown(name)}{given} is not a valid grid name: 1 to 100 letters, digits, '_', '.', "
+                       "'-', starting with a letter or digit (it names a folder)")
         return "invalid"
     return name
+
+
+def _description(value: object, bad: Bad) -> str:
+    """The grid's description: text (none: empty)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        bad(("description",), f"{shown(value)}: a description is text; quote it if it looks like another "
+                              "value (description: \"...\")")
+        return ""
+    return value
 
 
 def _read_parts(raw: dict, name: str, smoke: bool, includes_others: bool, bad: Bad) -> Parts:

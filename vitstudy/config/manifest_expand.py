@@ -12,7 +12,7 @@ from typing import Iterator
 from vitstudy.config import budget, manifest_grid, manifest_rules, tune
 from vitstudy.config.budget import CostFn, Matched
 from vitstudy.config.cells import Cell, make_run_id
-from vitstudy.config.errors import Bad, CellError, Problems
+from vitstudy.config.errors import Bad, CellError, Problems, shown
 from vitstudy.config.manifest_resolve import next_phase, resolve
 from vitstudy.config.spec import RunSpec
 
@@ -130,5 +130,5 @@ def check_rules_used(m: Parts, used: Used, bad: Bad) -> None:
         for i, rule in enumerate(rules):
             if i not in used[kind]:
                 bad(at + (i,) if kind == "exclude" else at + (i, "match"),
-                    f"{rule['match']!r} matches no cell of the grid; check the keys and values against the "
-                    "grid's axes")
+                    f"{shown(rule['match'])} matches no cell of the grid; check the keys and values against "
+                    "the grid's axes")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterator
 
-from vitstudy.config.errors import Bad, dotted
-from vitstudy.config.spec import SECTIONS
-from vitstudy.registry import unknown_name
+from vitstudy.config.errors import Bad, dotted, shown
+from vitstudy.config.spec import SECTIONS, rule_set, unknown_option
 
 Option = tuple[tuple[str, Any, tuple], ...]  # the (key, value, yaml path) triples set together
 Factor = list[Option]
@@ -96,7 +95,10 @@ class _AxisKeys:
             self.bad(kpath, f"grid keys are 'section.field' with section in {', '.join(SECTIONS)} (or `zip`)")
             return False
         if fld not in SECTIONS[section].model_fields:
-            self.bad(kpath, unknown_name(f"{section} field", fld, SECTIONS[section].model_fields))
+            self.bad(kpath, unknown_option(section, fld))
+            return False
+        if rule_set(section, fld):
+            self.bad(kpath, rule_set(section, fld))
             return False
         if key in self.seen:
             self.bad(kpath, f"{key} is already an axis at {dotted(self.seen[key])}; "
@@ -108,6 +110,6 @@ class _AxisKeys:
 
 def _check_values(values: Any, kpath: tuple, bad: Bad) -> bool:
     if not isinstance(values, list) or not values:
-        bad(kpath, f"{values!r}: a grid axis is a non-empty list of values")
+        bad(kpath, f"{shown(values)}: a grid axis is a non-empty list of values")
         return False
     return True

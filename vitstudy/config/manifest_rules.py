@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
-from vitstudy.config.errors import Bad, ManifestError, Problems
+from vitstudy.config.errors import Bad, ManifestError, Problems, shown
 from vitstudy.config.phases import TRANSFERS
-from vitstudy.config.spec import SECTIONS
+from vitstudy.config.spec import SECTIONS, SEEDS, rule_set, unknown_option
 from vitstudy.registry import unknown_name
-
-PHASE_SET = (("train", "init_from"), ("train", "transfer"))  # what a phase rule sets itself
 
 
 def section_dicts(value: Any, path: tuple, bad: Bad, what: str) -> dict[str, dict]:
-    """{section: {field: value}} of `defaults`, `smoke` or a phase rule (sections: SECTIONS)."""
+    """{section: {field: value}} of `defaults`, `smoke` or a phase rule (sections: SECTIONS), without the
+    fields only the manifest's rules set (each reported: vitstudy.config.spec.rule_set)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -33,19 +33,22 @@ def section_dicts(value: Any, path: tuple, bad: Bad, what: str) -> dict[str, dic
         if section not in SECTIONS:
             bad(path + (section,), unknown_name("section", section, SECTIONS))
         elif not isinstance(fields, dict):
-            bad(path + (section,), f"{section} is a mapping of {section} options, got {fields!r}")
+            bad(path + (section,), f"{section} is a mapping of {section} options, got {shown(fields)}")
         else:
-            out[section] = fields
+            for f in fields:
+                if rule_set(section, f):
+                    bad(path + (section, f), rule_set(section, f))
+            out[section] = {f: v for f, v in fields.items() if not rule_set(section, f)}
     return out
 
 
 def seeds(value: Any, path: tuple, bad: Bad) -> list[int]:
-    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
-                                                      and s >= 0 for s in value)):
-        bad(path, f"{value!r}: seeds is a non-empty list of non-negative integers, e.g. [0, 1, 2]")
+    if not (isinstance(value, list) and value and all(type(s) is int and 0 <= s < SEEDS for s in value)):
+        bad(path, f"{shown(value)}: seeds is a non-empty list of non-negative integers below 2³² "
+                  f"({SEEDS:,}), e.g. [0, 1, 2]")
         return []
     if len(set(value)) != len(value):
-        bad(path, f"{value!r} repeats a seed")
+        bad(path, f"{shown(value)} repeats a seed")
     return value
 
 
@@ -62,10 +65,9 @@ def smoke(value: Any, bad: Bad) -> tuple[dict[str, dict], list[int] | None, list
     rest = {k: v for k, v in value.items() if k not in ("seeds", "expect")}
     sections = section_dicts(rest, ("smoke",), bad, "smoke")
     for section, fields in sections.items():
-        valid = SECTIONS[section].model_fields
         for f in fields:
-            if f not in valid:
-                bad(("smoke", section, f), unknown_name(f"{section} option", f, valid))
+            if f not in SECTIONS[section].model_fields:
+                bad(("smoke", section, f), unknown_option(section, f))
     return sections, smoke_seeds, expects
 
 
@@ -85,13 +87,13 @@ def rules(value: Any, kind: str, bad: Bad, at: tuple | None = None) -> list[dict
     out = []
     for i, rule in enumerate(value):
         if not isinstance(rule, dict) or (kind == "exclude" and not rule):
-            bad(at + (i,), f"{rule!r}: a rule is a mapping" + (
+            bad(at + (i,), f"{shown(rule)}: a rule is a mapping" + (
                 " of spec keys to values" if kind == "exclude" else " with `match` and metric values"))
             continue
         match = rule if kind == "exclude" else rule.get("match", {})
         mpath = at + (i,) if kind == "exclude" else at + (i, "match")
         if not isinstance(match, dict):
-            bad(mpath, f"{match!r}: match is a mapping of spec keys (e.g. model.preset) to values")
+            bad(mpath, f"{shown(match)}: match is a mapping of spec keys (e.g. model.preset) to values")
             continue
         good = _match_keys_known(match, mpath, bad)
         values, tolerance, source = {}, {}, None
@@ -114,7 +116,7 @@ def _match_keys_known(match: dict, path: tuple, bad: Bad) -> bool:
             bad(path + (key,), f"keys are 'section.field' (section in {', '.join(SECTIONS)}) or 'seed'")
             good = False
         elif fld not in SECTIONS[section].model_fields:
-            bad(path + (key,), unknown_name(f"{section} field", fld, SECTIONS[section].model_fields))
+            bad(path + (key,), unknown_option(section, fld))
             good = False
     return good
 
@@ -129,7 +131,7 @@ def _expect_values(rule: dict, path: tuple, bad: Bad) -> tuple[dict[str, float],
             continue
         if key == "source":
             if not isinstance(value, str):
-                bad(path + (key,), f"{value!r}: source is a string (a citation)")
+                bad(path + (key,), f"{shown(value)}: source is a string (a citation)")
             source = str(value)
             continue
         number, margin = _expected_value(value, path + (key,), bad)
@@ -152,9 +154,9 @@ def _expected_value(value: Any, path: tuple, bad: Bad) -> tuple[float | None, fl
     """A metric's expected value (None when unusable) and its tolerance (None when not given), from a
     number or {value: number, tolerance: number}, reporting each problem."""
     if not isinstance(value, dict):
-        number = finite_number(value)  # YAML 1.1 reads 5.7e6 (no sign in the exponent) as a string
+        number = finite_number(value)
         if number is None:
-            bad(path, f"{value!r}: an expected value is a finite number or {{value, tolerance}} (e.g. "
+            bad(path, f"{shown(value)}: an expected value is a finite number or {{value, tolerance}} (e.g. "
                       "test/acc1: 72.2, params: 5.7e6, test/acc1: {value: 72.2, tolerance: 0.5})")
         return number, None
     ok = True
@@ -164,25 +166,25 @@ def _expected_value(value: Any, path: tuple, bad: Bad) -> tuple[float | None, fl
             ok = False
     number = finite_number(value.get("value"))
     if number is None:
-        bad(path + ("value",), f"{value.get('value')!r}: value is a finite number, e.g. "
+        bad(path + ("value",), f"{shown(value.get('value'))}: value is a finite number, e.g. "
                                "{value: 72.2, tolerance: 0.5}")
         ok = False
     margin = finite_number(value["tolerance"]) if "tolerance" in value else None
     if "tolerance" in value and (margin is None or margin < 0):
-        bad(path + ("tolerance",), f"{value['tolerance']!r}: a tolerance is a finite number ≥ 0, the "
+        bad(path + ("tolerance",), f"{shown(value['tolerance'])}: a tolerance is a finite number ≥ 0, the "
                                    "largest |measured mean − value| that passes")
         ok = False
     return (number, margin) if ok else (None, None)
 
 
 def finite_number(value: Any) -> float | None:
-    """A finite number from an int, a float or a numeric string ("5.7e6": YAML 1.1 reads a float without
-    a sign in its exponent as a string), else None (a bool is not a number)."""
-    if isinstance(value, bool):
+    """A finite number from an int or a float (the manifest's reader makes `5.7e6` a float), else None:
+    a bool, a quoted number and an integer too large for a float are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except OverflowError:
         return None
     return number if math.isfinite(number) else None
 
@@ -234,7 +236,7 @@ def phase_rules(value: Any, bad: Bad) -> list[dict]:
         if not isinstance(rule, dict) or rule.get("transfer") not in TRANSFERS:
             got = rule.get("transfer") if isinstance(rule, dict) else rule
             bad(("phases", i) + (("transfer",) if isinstance(rule, dict) else ()),
-                f"{got!r}: a phase rule is a mapping with `transfer` (one of {', '.join(TRANSFERS)}), "
+                f"{shown(got)}: a phase rule is a mapping with `transfer` (one of {', '.join(TRANSFERS)}), "
                 "optionally `match` and phase-2 sections")
             continue
         match = rule.get("match", {})
@@ -243,50 +245,95 @@ def phase_rules(value: Any, bad: Bad) -> list[dict]:
                         lambda p, m, i=i: bad(("phases", i) + p[2:], m))
         rest = {k: v for k, v in rule.items() if k not in ("match", "transfer")}
         sections = section_dicts(rest, ("phases", i), bad, "a phase rule")
-        _check_phase_fields(sections, ("phases", i), bad)
-        if checked:
+        unknown = [(s, f) for s, fields in sections.items() for f in fields
+                   if f not in SECTIONS[s].model_fields]
+        for s, f in unknown:
+            bad(("phases", i, s, f), unknown_option(s, f))
+        if checked and not unknown:
             out.append({"match": match, "transfer": rule["transfer"], "sections": sections})
     return out
 
 
-def _check_phase_fields(sections: dict[str, dict], path: tuple, bad: Bad) -> None:
-    for section, fields in sections.items():
-        for f in fields:
-            if (section, f) in PHASE_SET:
-                bad(path + (section, f), f"{section}.{f} is set by the phase rule itself, not by hand")
-            elif f not in SECTIONS[section].model_fields:
-                bad(path + (section, f), unknown_name(f"{section} option", f, SECTIONS[section].model_fields))
+INCLUDE_ROOT_ENV = "VITSTUDY_INCLUDE_ROOT"  # folders (os.pathsep-separated) includes may come from too
+
+
+def include_base(file: str | Path) -> Path:
+    """The folder a manifest's include paths are relative to: its file's (resolved); the current folder
+    for manifest text without a file. For the manifest given on the command line, also its project."""
+    return Path(str(file)).resolve().parent if Path(str(file)).name != "<manifest>" else Path.cwd().resolve()
 
 
 def includes(value: Any, file: str | Path, stack: tuple[Path, ...], problems: Problems,
-             load: Callable[[Path, tuple[Path, ...]], Any]) -> list:
-    """The grids of `include:` (paths relative to `file`, globs allowed), each read with `load(path,
-    stack)`; an include cycle and an included manifest's problems are reported into `problems`."""
+             load: Callable[[Path, tuple[Path, ...]], Any], roots: tuple[Path, ...]) -> list:
+    """The grids of `include:` (paths relative to `file`, globs allowed), each read once with `load(path,
+    stack)`. Every file must lie inside `roots` (resolved folders: the project, i.e. the folder of the
+    manifest given on the command line, then any folder allowed explicitly): an absolute path, `../` or a
+    symlink that leads out of them is refused, as are a path that is not printable text and an include
+    cycle; those and an included manifest's problems are reported into `problems`."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        problems.bad(("include",), f"{value!r}: include is a manifest path or a list of them (globs "
+        problems.bad(("include",), f"{shown(value)}: include is a manifest path or a list of them (globs "
                                    "allowed), relative to this file")
         return []
     here = Path(str(file)).resolve()
-    base = here.parent if Path(str(file)).name != "<manifest>" else Path.cwd()
-    grids = []
+    base = include_base(file)
+    grids, done = [], set()
     for i, pattern in enumerate(items):
-        path = ("include", i) if isinstance(value, list) else ("include",)
-        found = sorted(glob.glob(str(base / pattern))) if glob.has_magic(pattern) else [str(base / pattern)]
-        if not found:
-            problems.bad(path, f"{pattern!r} matches no file (paths are relative to {base})")
-        for m in found:
-            target = Path(m).resolve()
-            if target == here or target in stack:
-                problems.bad(path, f"{pattern!r} includes itself (include cycle: "
-                                   f"{' -> '.join(p.name for p in (*stack, here, target))})")
-            elif not target.is_file():
-                problems.bad(path, f"{pattern!r}: no such manifest file {target}")
-            else:
+        at = ("include", i) if isinstance(value, list) else ("include",)
+        for target, problem in _include_targets(pattern, base, roots):
+            if problem:
+                problems.bad(at, f"{shown(pattern)} {problem}")
+            elif target == here or target in stack:
+                problems.bad(at, f"{shown(pattern)} includes itself (include cycle: "
+                                 f"{' -> '.join(p.name for p in (*stack, here, target))})")
+            elif target not in done:
+                done.add(target)
                 try:
                     grids.append(load(target, (*stack, here)))
                 except ManifestError as e:
                     problems.include(e)
     return grids
+
+
+def _include_targets(pattern: str, base: Path,
+                     roots: tuple[Path, ...]) -> list[tuple[Path | None, str | None]]:
+    """Each file an include path names, resolved, or None with what is wrong."""
+    inside = f"inside the project {roots[0]}" + "".join(f" or {r}" for r in roots[1:])
+    allow = f"allow another folder with {INCLUDE_ROOT_ENV}=DIR"
+    if not pattern or not pattern.isprintable():
+        return [(None, "is not a path: an include path is printable text (no control characters or NUL "
+                       "bytes), relative to this manifest")]
+    if Path(pattern).is_absolute() and not _within(Path(os.path.normpath(pattern)), roots):
+        return [(None, f"is an absolute path: include paths are relative to this manifest and stay {inside} "
+                       f"({allow})")]
+    found = sorted(glob.glob(pattern, root_dir=base)) if glob.has_magic(pattern) else [pattern]
+    if not found:
+        return [(None, f"matches no file (paths are relative to {base})")]
+    out = []
+    for name in found:
+        given = Path(os.path.normpath(base / name))
+        try:
+            target = given.resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            out.append((None, f"cannot be read: {e}"))
+            continue
+        if not _within(target, roots):
+            how = f"is a symlink to {target}" if _within(given, roots) else f"leads to {target}"
+            out.append((None, f"{how}, outside the project: include paths stay {inside} ({allow})"))
+            continue
+        try:
+            target.stat()
+        except FileNotFoundError:
+            out.append((None, f"names no file (no such manifest file {target})"))
+            continue
+        except OSError as e:
+            out.append((None, f"cannot be read: {e.strerror or e}"))
+            continue
+        out.append((target, None))
+    return out
+
+
+def _within(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)

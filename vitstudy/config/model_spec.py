@@ -7,6 +7,14 @@ it. Options the papers' presets set for every model (`SHARED_OPTIONS`: ViT's hea
 attention path) may stay on a model whose components ignore them; `canonical_options` resets such an
 option to its unset value, so that it cannot give one model two run ids. Any other option set for a
 component that does not take it is an error.
+
+Values are strict (StrictModel): no value is converted into another type (a bool is not an int, "3" is
+not a number, 3.5 is not an int), with two exceptions that lose nothing: an int where a float is
+expected (`lr: 1`, as YAML writes it) and a list where a tuple is expected (YAML and JSON have no
+tuples). Every float is finite, and every size lies between 1 and a bound generous for research
+(`SIZE_LIMITS`) that keeps a typo from asking for a model no machine could hold or even count. A check
+across fields raises errors.SpecError naming the fields at fault, so the manifest layer reports it at
+the line of the value that set them.
 """
 
 from __future__ import annotations
@@ -14,16 +22,52 @@ from __future__ import annotations
 from math import prod
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    model_validator,
+)
 
+from vitstudy.config.errors import SpecError
 from vitstudy.registry import CHANNEL_MIXERS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS, Registry
 
 
 class StrictModel(BaseModel):
     """A spec section: misspelt options are errors (`extra="forbid"`), values never change after
-    validation (`frozen=True`, so a spec is hashable)."""
+    validation (`frozen=True`, so a spec is hashable), are never converted from another type
+    (`strict=True`; an int is taken where a float is expected) and are finite (`allow_inf_nan=False`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              protected_namespaces=())
+
+
+def upto(limit: int, least: int = 1) -> Any:
+    """An int from `least` (1: a positive int, as pydantic's PositiveInt says it) to `limit`."""
+    return Annotated[int, Field(gt=0, le=limit) if least == 1 else Field(ge=least, le=limit)]
+
+
+def as_tuple(value: Any) -> Any:
+    """A list as a tuple (YAML and JSON have no tuples); anything else as it is, for validation to judge."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def listed(item: Any, most: int, least: int = 1) -> Any:
+    """A tuple of `least` to `most` items, also given as a list."""
+    return Annotated[tuple[item, ...], BeforeValidator(as_tuple), Field(min_length=least, max_length=most)]
+
+
+# The largest value of each size (a token grid side, a width, a kernel): ViT-22B is 6144 wide and 48
+# deep; a 255×255 kernel makes 65,025 heads in the conv → attention transfer, within num_heads' bound.
+SIZE_LIMITS = {"img_size": 8192, "in_chans": 1024, "num_classes": 1_000_000, "width": 65536, "depth": 1000,
+               "ratio": 256, "kernel": 255, "splits": 8}
+MAX_TOKENS = 1 << 20  # (img_size / patch_size)²: a 1024×1024 token grid
+Width = upto(SIZE_LIMITS["width"])
+Kernel = upto(SIZE_LIMITS["kernel"])
+Ratio = Annotated[float, Field(gt=0, le=SIZE_LIMITS["ratio"])]
 
 
 def registry_name(registry: Registry) -> Any:
@@ -73,14 +117,14 @@ class ModelSpec(StrictModel):
     """A fully resolved model: preset values merged under the manifest's overrides."""
 
     preset: Optional[str] = None
-    img_size: PositiveInt
-    patch_size: PositiveInt
-    in_chans: PositiveInt
-    num_classes: PositiveInt
-    embed_dim: PositiveInt
-    depth: PositiveInt
-    num_heads: PositiveInt
-    mlp_ratio: PositiveFloat
+    img_size: upto(SIZE_LIMITS["img_size"])
+    patch_size: upto(SIZE_LIMITS["img_size"])
+    in_chans: upto(SIZE_LIMITS["in_chans"])
+    num_classes: upto(SIZE_LIMITS["num_classes"])
+    embed_dim: Width
+    depth: upto(SIZE_LIMITS["depth"])
+    num_heads: Width
+    mlp_ratio: Ratio
     qkv_bias: bool
     tokenizer: TokenizerName
     position: PositionName
@@ -93,13 +137,13 @@ class ModelSpec(StrictModel):
     # --- token-mixer, normaliser and block options: each belongs to the components whose registry
     # entry lists it in meta["options"]; setting one for another component is an error -------------
     rel_pos: Optional[bool] = None  # learned 2-D relative position (attention, dwsa); None: mixer default
-    head_dim: Optional[PositiveInt] = None  # attention: head width; None: embed_dim / num_heads
+    head_dim: Optional[Width] = None  # attention: head width; None: embed_dim / num_heads
     null_key: bool = False  # attention: a zero key/value with a learned per-query score (CMHSA)
-    window: Optional[PositiveInt] = None  # dwsa: local window (odd); None: global
-    kernel_size: PositiveInt = 3  # conv: kernel (odd)
+    window: Optional[Kernel] = None  # dwsa: local window (odd); None: global
+    kernel_size: Kernel = 3  # conv: kernel (odd)
     conv_groups: Literal["full", "depthwise"] = "full"  # conv: C→C or per channel
-    pool_size: PositiveInt = 3  # pool: window (odd)
-    token_mlp_ratio: PositiveFloat = 4.0  # patch_mlp: hidden width T → rT → T
+    pool_size: Kernel = 3  # pool: window (odd)
+    token_mlp_ratio: Ratio = 4.0  # patch_mlp: hidden width T → rT → T
     temperature: PositiveFloat = 1.0  # softmax normaliser
     sigmoid_bias: Optional[float] = None  # sigmoid normaliser: None = −log N
     learnable_bias: bool = False  # sigmoid normaliser: learn the bias per head
@@ -108,11 +152,11 @@ class ModelSpec(StrictModel):
     # --- tokenizer options (T2T, issue 6) go here, each with a default --------------------------------
     # used by tokenizers whose registry entry has meta soft_split (t2t); Yuan et al. 2021's values
     t2t_layer: Literal["performer", "transformer"] = "performer"  # the layer between soft splits
-    t2t_dim: PositiveInt = 64  # token width inside the T2T module
-    t2t_features: PositiveInt = 32  # performer: number of fixed random features
-    t2t_kernels: tuple[PositiveInt, ...] = (7, 3, 3)  # one per soft split
-    t2t_strides: tuple[PositiveInt, ...] = (4, 2, 2)  # product = patch_size (the total stride)
-    t2t_paddings: tuple[Annotated[int, Field(ge=0)], ...] = (2, 1, 1)
+    t2t_dim: Width = 64  # token width inside the T2T module
+    t2t_features: Width = 32  # performer: number of fixed random features
+    t2t_kernels: listed(Kernel, SIZE_LIMITS["splits"]) = (7, 3, 3)  # one per soft split
+    t2t_strides: listed(Kernel, SIZE_LIMITS["splits"]) = (4, 2, 2)  # product = patch_size (the total stride)
+    t2t_paddings: listed(upto(SIZE_LIMITS["kernel"], least=0), SIZE_LIMITS["splits"]) = (2, 1, 1)
 
     @model_validator(mode="before")
     @classmethod
@@ -124,7 +168,7 @@ class ModelSpec(StrictModel):
             data = dict(data)
             if meta.get("normalizer") and data.get("normalizer") is None:
                 data["normalizer"] = "softmax"
-            if data.get("rel_pos") is not None and data["rel_pos"] == meta.get("rel_pos"):
+            if data.get("rel_pos") is not None and data["rel_pos"] is meta.get("rel_pos"):  # 0 is no bool
                 data["rel_pos"] = None
         return data
 
@@ -137,16 +181,20 @@ class ModelSpec(StrictModel):
             changed = [f for f in t2t if self._is_set(f)]
             if changed:
                 users = [e.name for e in TOKENIZERS.entries() if e.meta.get("soft_split")]
-                raise ValueError(f"{', '.join(changed)} apply to tokenizer {', '.join(users)}, "
-                                 f"not to tokenizer '{self.tokenizer}'")
+                raise SpecError(f"{', '.join(changed)} apply to tokenizer {', '.join(users)}, "
+                                f"not to tokenizer '{self.tokenizer}'", *changed, "tokenizer")
             return self
         from vitstudy.config.soft_split import soft_split_sides
 
-        soft_split_sides(self.img_size, self.t2t_kernels, self.t2t_strides, self.t2t_paddings)
+        try:
+            soft_split_sides(self.img_size, self.t2t_kernels, self.t2t_strides, self.t2t_paddings)
+        except ValueError as e:
+            raise SpecError(str(e), "t2t_kernels", "t2t_strides", "t2t_paddings", "img_size") from None
         if self.patch_size != prod(self.t2t_strides):
-            raise ValueError(f"tokenizer '{self.tokenizer}': patch_size {self.patch_size} must equal the "
-                             f"product of t2t_strides {'·'.join(map(str, self.t2t_strides))} = "
-                             f"{prod(self.t2t_strides)} (the tokenizer's total stride)")
+            raise SpecError(f"tokenizer '{self.tokenizer}': patch_size {self.patch_size} must equal the "
+                            f"product of t2t_strides {'·'.join(map(str, self.t2t_strides))} = "
+                            f"{prod(self.t2t_strides)} (the tokenizer's total stride)",
+                            "patch_size", "t2t_strides")
         return self
 
     @model_validator(mode="after")
@@ -156,15 +204,15 @@ class ModelSpec(StrictModel):
         mixer = MIXERS.entry(self.mixer).meta
         with_norm = [e.name for e in MIXERS.entries() if e.meta.get("normalizer")]
         if self.normalizer is not None and not mixer.get("normalizer"):
-            raise ValueError(f"normalizer '{self.normalizer}' given to mixer '{self.mixer}', which has "
-                             f"none; mixers with a normalizer: {', '.join(with_norm)}")
+            raise SpecError(f"normalizer '{self.normalizer}' given to mixer '{self.mixer}', which has "
+                            f"none; mixers with a normalizer: {', '.join(with_norm)}", "normalizer", "mixer")
         if self.rel_pos and mixer.get("rel_pos") is None:
             ok = [e.name for e in MIXERS.entries() if e.meta.get("rel_pos") is not None]
-            raise ValueError(f"rel_pos: mixer '{self.mixer}' has no attention over a token grid to bias; "
-                             f"valid for: {', '.join(ok)}")
+            raise SpecError(f"rel_pos: mixer '{self.mixer}' has no attention over a token grid to bias; "
+                            f"valid for: {', '.join(ok)}", "rel_pos", "mixer")
         if self.head == "cls" and not mixer.get("mixes_prefix"):
-            raise ValueError(f"head 'cls' with mixer '{self.mixer}': the class token is not on the token "
-                             "grid, so it would never see the image; use head: gap")
+            raise SpecError(f"head 'cls' with mixer '{self.mixer}': the class token is not on the token "
+                            "grid, so it would never see the image; use head: gap", "head", "mixer")
         return self
 
     @model_validator(mode="after")
@@ -175,31 +223,42 @@ class ModelSpec(StrictModel):
         for option, users in _option_users().items():
             if option not in read and self._is_set(option):
                 names = ", ".join(f"{kind} '{name}'" for kind, name in users)
-                raise ValueError(f"{option} applies only to {names}; this model has mixer '{self.mixer}', "
-                                 f"normalizer '{self.normalizer}', channel_mixer '{self.channel_mixer}'")
+                raise SpecError(f"{option} applies only to {names}; this model has mixer '{self.mixer}', "
+                                f"normalizer '{self.normalizer}', channel_mixer '{self.channel_mixer}'",
+                                option, *dict.fromkeys(kind.replace(" ", "_") for kind, _ in users))
         for option in ("kernel_size", "pool_size", "window"):
             value = getattr(self, option)
             if value is not None and value % 2 == 0:
-                raise ValueError(f"{option} must be odd (same-size output), got {value}")
+                raise SpecError(f"{option} must be odd (same-size output), got {value}", option)
         if self.block_order == "mlp_first" and self.channel_mixer == "none":
-            raise ValueError("block_order mlp_first needs a channel mixer (channel_mixer is 'none')")
+            raise SpecError("block_order mlp_first needs a channel mixer (channel_mixer is 'none')",
+                            "block_order", "channel_mixer")
         return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
         if self.img_size % self.patch_size:
-            raise ValueError(
+            raise SpecError(
                 f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}; "
-                f"valid patch sizes: {[p for p in range(1, self.img_size + 1) if self.img_size % p == 0]}")
+                f"valid patch sizes: {_divisors(self.img_size)}", "patch_size", "img_size")
+        if (self.img_size // self.patch_size) ** 2 > MAX_TOKENS:
+            raise SpecError(
+                f"img_size {self.img_size} / patch_size {self.patch_size} makes a "
+                f"{self.img_size // self.patch_size}² token grid; at most {MAX_TOKENS:,} tokens (1024²): "
+                f"patch_size ≥ {-(-self.img_size // 1024)}", "patch_size", "img_size")
         if "num_heads" in MIXERS.entry(self.mixer).meta["options"] and self.embed_dim % self.num_heads \
                 and self.head_dim is None:
-            raise ValueError(
+            raise SpecError(
                 f"num_heads {self.num_heads} does not divide embed_dim {self.embed_dim}; valid: "
-                f"{[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0][:12]}")
+                f"{_divisors(self.embed_dim)[:12]}", "num_heads", "embed_dim")
         return self
 
     def _is_set(self, option: str) -> bool:
         return getattr(self, option) != type(self).model_fields[option].default
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _option_users() -> dict[str, list[tuple[str, str]]]:

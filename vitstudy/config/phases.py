@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitstudy.config.errors import shown
+
 TRANSFERS = ("conv_to_attention", "copy")
 # the score of every key but a head's target in the exact conv → attention transfer: exp(MASK_VALUE) == 0
 # exactly in float32, bfloat16 and float16 (train.transfer_mask_value's default)
@@ -38,10 +40,10 @@ def transferred_model(model: dict[str, Any], transfer: str) -> dict[str, Any]:
     if transfer == "copy":
         return dict(model)
     if transfer != "conv_to_attention":
-        raise ValueError(f"unknown transfer {transfer!r}; valid: {', '.join(TRANSFERS)}")
+        raise ValueError(f"unknown transfer {shown(transfer)}; valid: {', '.join(TRANSFERS)}")
     if model.get("mixer") != "conv":
         raise ValueError(f"transfer conv_to_attention needs phase 1's mixer to be 'conv', "
-                         f"got {model.get('mixer')!r}")
+                         f"got {shown(model.get('mixer'))}")
     side = model["img_size"] // model["patch_size"]
     out = {k: v for k, v in model.items() if k not in ("kernel_size", "conv_groups", "normalizer")}
     out.update(mixer="attention", num_heads=conv_heads(model.get("kernel_size", 3), (side, side)),

@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from vitstudy.config import manifest_grid, manifest_rules
-from vitstudy.config.errors import Bad, CellError, explain
-from vitstudy.config.spec import RunSpec, TrainSpec
+from vitstudy.config.errors import Bad, CellError, SpecError, explain, shown
+from vitstudy.config.spec import RunSpec, TrainSpec, rule_set, unknown_option
 from vitstudy.registry import unknown_name
 
 # what may pick a candidate: a final validation metric, or one at the best-validation epoch (`best:`)
@@ -79,7 +79,7 @@ def read(value: Any, grid_keys: list[str], phases: bool, bad: Bad) -> TuneRule |
 
 def _metric(metric: Any, bad: Bad) -> str:
     if isinstance(metric, str) and metric.removeprefix("best:").startswith("test/"):
-        bad(("tune", "metric"), f"{metric!r}: the test split never picks a candidate (the test score "
+        bad(("tune", "metric"), f"{shown(metric)}: the test split never picks a candidate (the test score "
                                 f"would be tuned on itself); use a validation metric: {', '.join(METRICS)}")
     elif metric not in METRICS:
         bad(("tune", "metric"), unknown_name("tuning metric", metric, METRICS))
@@ -94,17 +94,19 @@ def _factor(key: Any, values: Any, grid_keys: list[str], bad: Bad) -> manifest_g
         bad(path, "tuned keys are train options (train.lr, train.weight_decay, ...), plus `seeds` and "
                   "`metric`: tuning picks each variant's training recipe, the grid picks the variants")
     elif fld not in TrainSpec.model_fields:
-        bad(path, unknown_name("train option", fld, TrainSpec.model_fields))
+        bad(path, unknown_option("train", fld))
+    elif rule_set("train", fld):
+        bad(path, f"{rule_set('train', fld)}, so it is not tuned")
     elif fld in UNTUNABLE:
         bad(path, f"train.{fld} cannot be tuned (epochs: every candidate trains on the variant's budget; "
-                  "the others are set by phases and tune themselves)")
+                  "transfer_mask_value: a phase rule sets it)")
     elif key in grid_keys:
         bad(path, f"{key} is a grid axis: a key is either compared across the grid or tuned per variant, "
                   "not both")
     elif not isinstance(values, list) or not values:
-        bad(path, f"{values!r}: a tuned key takes a non-empty list of candidate values")
+        bad(path, f"{shown(values)}: a tuned key takes a non-empty list of candidate values")
     elif len({repr(v) for v in values}) != len(values):
-        bad(path, f"{values!r} repeats a candidate")
+        bad(path, f"{shown(values)} repeats a candidate")
     else:
         return [((key, v, path + (i,)),) for i, v in enumerate(values)]
     return []
@@ -120,11 +122,22 @@ def tuning_spec(variant: RunSpec, candidate: manifest_grid.Option, seed: int, me
     try:
         spec = RunSpec(**data)
     except ValidationError as e:
-        raise CellError([(paths.get(str(err["loc"][-1]), ("tune",)),
-                          "tuning candidate: " + explain(err, TrainSpec)) for err in e.errors()]) from None
+        raise CellError([(_candidate_path(err, paths), "tuning candidate: " + explain(err, TrainSpec))
+                         for err in e.errors()]) from None
     if "ema_" in metric and spec.train.ema_decay is None:
         raise CellError([(("tune", "metric"), f"{metric} needs train.ema_decay (the EMA weights' metrics)")])
     return spec
+
+
+def _candidate_path(err: dict, paths: dict[str, tuple]) -> tuple:
+    """The YAML path of the candidate value at fault: the field's (an item of a list at its index), or
+    for a check across fields the first of them the candidate sets; else `tune`."""
+    loc, cause = err["loc"], err.get("ctx", {}).get("error")
+    if isinstance(cause, SpecError):
+        return next((paths[f] for f in cause.fields if f in paths), ("tune",))
+    if len(loc) > 1 and str(loc[1]) in paths:
+        return paths[str(loc[1])] + tuple(x for x in loc[2:] if isinstance(x, int))
+    return ("tune",)
 
 
 def final_spec(variant: RunSpec, tune_from: tuple[str, ...], metric: str) -> RunSpec:

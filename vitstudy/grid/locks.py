@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import suppress
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -36,12 +37,17 @@ class CellLock:
             self._lock.acquire(timeout=timeout, poll_interval=0.2)
         except Timeout:
             return False
-        files.write_json(self.run_dir / HOLDER_FILE, {"pid": os.getpid(), "host": platform.node()})
+        try:
+            files.write_json(self.run_dir / HOLDER_FILE, {"pid": os.getpid(), "host": platform.node()})
+        except BaseException:  # a full or read-only folder: the lock is not kept
+            self._lock.release(force=True)
+            raise
         return True
 
     def release(self) -> None:
         if self._lock.is_locked:
-            (self.run_dir / HOLDER_FILE).unlink(missing_ok=True)
+            with suppress(OSError):  # a folder turned read-only keeps it: harmless, is_running asks the lock
+                (self.run_dir / HOLDER_FILE).unlink(missing_ok=True)
             self._lock.release(force=True)
 
     def __enter__(self) -> "CellLock":

@@ -90,7 +90,7 @@ def plan_units(cells: list[Cell], dirs: dict[str, Path], mode: str | int, device
         run_dir = dirs[cell.run_id + cell.grid]
         ckpt = run_dir / CKPT_FILE
         started_packed = started_in_pack(run_dir)
-        key = _effective_key(cell, run_dir) if not ckpt.exists() or started_packed else None
+        key = _effective_key(cell, run_dir) if not _kept(ckpt) or started_packed else None
         if key is None or (size == 1 and not started_packed):
             alone.append(Unit((cell,), packed=False))
         else:
@@ -155,7 +155,14 @@ def resumable_groups(run_dirs: list[Path]) -> list[list[int]]:
 
 
 def _started(run_dir: Path) -> bool:
-    from vitstudy.runfolder import CKPT_FILE
-    from vitstudy.training.pack_checkpoint import PREV_FILE
+    from vitstudy.runfolder import CKPT_FILE, PREV_FILE
 
-    return (run_dir / CKPT_FILE).exists() or (run_dir / PREV_FILE).exists()
+    return _kept(run_dir / CKPT_FILE) or _kept(run_dir / PREV_FILE)
+
+
+def _kept(ckpt: Path) -> bool:
+    """Whether a checkpoint is there to resume from: one cut short is not (its cell starts afresh,
+    vitstudy.runfolder.recover)."""
+    from vitstudy.runfolder import checkpoint_damage
+
+    return ckpt.exists() and checkpoint_damage(ckpt) is None

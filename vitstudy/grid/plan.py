@@ -5,7 +5,8 @@ the row whose cost deviates most from the reference.
 A cell's status is its record's (vitstudy.runfolder), corrected by what is live: a record that says
 "running" while no process holds the cell's lock (vitstudy.grid.locks) is "interrupted" (its process
 died; the next run-grid resumes it from last.ckpt), and a pending or interrupted cell that a SLURM task
-waits to train is "queued". Params and MACs come from a meta-device model (vitstudy.models.cost), once
+waits to train is "queued"; a cell whose metrics.json cannot be read is "damaged" (run-grid runs it
+again, vitstudy.runfolder.recover). Params and MACs come from a meta-device model (vitstudy.models.cost), once
 per distinct model. Imports no training code (no Lightning).
 """
 
@@ -25,7 +26,7 @@ from vitstudy.grid.locks import is_running
 from vitstudy.grid.progress import duration, eta
 from vitstudy.models.cost import model_cost
 
-LEFT = ("pending", "interrupted", "running", "queued")  # the statuses of cells still to train
+LEFT = ("pending", "interrupted", "running", "queued", runfolder.DAMAGED)  # statuses of cells still to train
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ class Progress:
             self._tell(f"✗ {run_id} {status}: {message.splitlines()[0] if message else ''}", failure=True)
         elif self.view is not None:
             self.view.changed(self)
+        for note in (record or {}).get("recovered") or ():  # files it found unreadable, and what it did
+            self._tell(f"↻ {run_id}: {note}", failure=True)
 
     def failed_before(self, run_id: str, status: str) -> None:
         """A cell that failed in an earlier run and is not retried."""
@@ -120,7 +122,8 @@ class Progress:
         self._tell(f"✗ {run_id} {status} in an earlier run (--retry-failed reruns it)", failure=True)
 
     def _tell(self, event: str, failure: bool = False) -> None:
-        """One event: its line after the grid's (the plain output), or to the view (which lists failures)."""
+        """One event: its line after the grid's (the plain output), or to the view (which lists failures,
+        and what was recovered: `failure`, lines that stay on screen, and that --quiet still says)."""
         if self.view is None:
             self.echo(f"{self.line()}  {event}")
             return

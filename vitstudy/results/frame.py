@@ -7,7 +7,8 @@ A runs frame's columns, in this order:
 
     <axes>            the grid's axes by dotted key (model.head, ...; phase): a manifest's own, or for a
                       results folder the spec keys that differ between its runs, as a report infers rows
-    seed, status      status: done, running, failed, diverged, oom, or pending (a cell without a record)
+    seed, status      status: done, running, failed, diverged, oom, pending (a cell without a record), or
+                      damaged (a metrics.json that cannot be read)
     <metric>          the final values of metrics.json's `metrics` (test/acc1, test/loss, val/acc1, ...)
     best:<metric>     the values at the best-validation epoch (`best`); best:epoch counts from 0, as there
     tuned:<key>       a tuned grid's chosen values (train.lr, ...)

@@ -154,13 +154,21 @@ def short_axis(axis: str) -> str:
     return axis.rsplit(".", 1)[-1]
 
 
+class UnknownAxis(ValueError):
+    """A name (`name`) that is no axis of the runs; the message lists those that are."""
+
+    def __init__(self, name: str, axes: list[str]):
+        super().__init__(f"unknown axis '{name}'; the axes that vary here: {', '.join(axes) or 'none'}")
+        self.name = name
+
+
 def resolve_axes(names: list[str], axes: list[str]) -> list[str]:
     """Dotted axis names from user names: a full key (model.head) or its last part (head)."""
     out = []
     for name in names:
         match = [a for a in axes if a == name or short_axis(a) == name]
         if not match:
-            raise ValueError(f"unknown axis '{name}'; the axes that vary here: {', '.join(axes) or 'none'}")
+            raise UnknownAxis(name, axes)
         out.append(match[0])
     return out
 

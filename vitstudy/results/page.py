@@ -26,7 +26,7 @@ from vitstudy.results.page_assets import CSP, CSS, JS
 from vitstudy.results.render import STATUSES
 from vitstudy.results.runs import COST, Run, metric_name
 from vitstudy.results.table import Report, Table
-from vitstudy.runfolder import FAILURES, METRICS_FILE, SPEC_FILE, TB_DIR
+from vitstudy.runfolder import DAMAGED, FAILURES, METRICS_FILE, SPEC_FILE, TB_DIR
 
 # the files of a run folder a row links to (vitstudy.runfolder); the first three are named even if missing
 FILES = ((METRICS_FILE, METRICS_FILE), (TB_DIR, "tb/"), (runfolder.CKPT_FILE, runfolder.CKPT_FILE),
@@ -189,7 +189,7 @@ def _run_table(report: Report, runs: list[Run], out_dir: Path, name: str) -> str
         tds.insert(2 + shown, f'<td class="files">{_files(r, out_dir)}</td>')
         out.append(f'<tr data-run-id="{esc(rid)}" data-status="{esc(status)}">{"".join(tds)}</tr>')
         error = r.record.get("error")
-        if status in FAILURES and error:
+        if status in (*FAILURES, DAMAGED) and error:
             text = f"{error.get('type', status)}: {error.get('message', '')}".strip()
             out.append(f'<tr class="error-row" data-error-of="{esc(rid)}"><td colspan="{cols}">'
                        f'<pre class="error">{esc(text)}</pre></td></tr>')

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from vitstudy import runfolder
 from vitstudy.results.format import value_text
 from vitstudy.results.groups import Group, hashable, short_axis
 from vitstudy.results.runs import Run, metric_name, val_curve
@@ -49,11 +50,13 @@ ANNOTATE_AT_MOST = 8  # more rows than this: a colour legend instead of a label 
 
 
 def save(fig, stem: Path) -> list[Path]:
-    """The figure as <stem>.png and <stem>.svg; closes it."""
+    """The figure as <stem>.png and <stem>.svg, each written atomically (vitstudy.runfolder); closes it."""
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    pyplot().close(fig)
+    try:
+        runfolder.atomic_write(paths[0], lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
+        runfolder.atomic_write(paths[1], lambda f: fig.savefig(f, format="svg", bbox_inches="tight"))
+    finally:
+        pyplot().close(fig)
     return paths
 
 

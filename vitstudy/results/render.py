@@ -13,10 +13,10 @@ from vitstudy.results.compare import RowStats
 from vitstudy.results.groups import Group, short_axis
 from vitstudy.results.runs import COST
 from vitstudy.results.table import Report, Table, TableCell
-from vitstudy.runfolder import FAILURES, PENDING
+from vitstudy.runfolder import DAMAGED, FAILURES, PENDING
 
 FORMATS = ("md", "csv", "tex", "html")
-STATUSES = ("done", *FAILURES, "running", PENDING)  # the CSV's n_<status> columns, in this order
+STATUSES = ("done", *FAILURES, "running", PENDING, DAMAGED)  # the CSV's n_<status> columns, in this order
 
 
 def render(report: Report, fmt: str) -> str:

@@ -1,6 +1,8 @@
 """Runs as a report sees them: one cell's record read from its run folder (vitstudy.runfolder), never
 from an executor's memory, so a report works while a grid runs, after a crash, and on results copied
-back from a cluster. Also the metrics a record holds and the names a table gives them.
+back from a cluster. Also the metrics a record holds and the names a table gives them. A record that
+cannot be read (cut short by a copy or a crash) is a run with status "damaged" whose error says why
+(vitstudy.runfolder.read_record), placed in its row by its spec.yaml: reported, never a crash.
 
 A metric is a key of the record's `metrics` (final test/val/train values), `best:<key>` (the value at
 the best-validation epoch, from `best`), `<key>@epoch<k>` (a logged value at epoch k, counted from 1,
@@ -15,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vitstudy import runfolder
 from vitstudy.config.manifest import load
-from vitstudy.runfolder import METRICS_FILE, TB_DIR
+from vitstudy.runfolder import METRICS_FILE, SPEC_FILE, TB_DIR
 
 DEFAULT_METRICS = ("test/acc1", "best:test/acc1")
 COST = ("params", "macs", "train_img_s", "infer_img_s", "peak_mem_mib")
@@ -96,7 +100,20 @@ class Run:
 def runs_from_dir(grid_dir: Path) -> list[Run]:
     """Every run folder under `grid_dir` that has a record."""
     dirs = sorted(p.parent for p in Path(grid_dir).glob(f"*/{METRICS_FILE}"))
-    return [Run(runfolder.read_record(d), d) for d in dirs]
+    return [Run(_record_of(d), d) for d in dirs]
+
+
+def _record_of(run_dir: Path) -> dict:
+    """A run's record; a damaged one gets the spec its attempt wrote (spec.yaml), where that can be read."""
+    record = runfolder.read_record(run_dir)
+    if runfolder.record_status(record) == runfolder.DAMAGED:
+        try:
+            spec = yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            spec = None
+        if isinstance(spec, dict):
+            record["spec"] = spec
+    return record
 
 
 def runs_from_manifest(manifest: Path, root: Path, smoke: bool = False) -> tuple[list[Run], Path, str]:
@@ -108,8 +125,8 @@ def runs_from_manifest(manifest: Path, root: Path, smoke: bool = False) -> tuple
     runs = []
     for cell in grid.cells:
         d = grid.cell_dir(root, cell)
-        record = runfolder.read_record(d) or {"run_id": cell.run_id, "status": runfolder.PENDING,
-                                              "spec": cell.spec.model_dump(mode="json")}
+        record = runfolder.read_record(d) or {"run_id": cell.run_id, "status": runfolder.PENDING}
+        record.setdefault("spec", cell.spec.model_dump(mode="json"))  # pending, or damaged
         runs.append(Run(record, d, tuple(cell.axes), dict(cell.expect), cell.expect_source,
                         tolerance=dict(cell.tolerance)))
     return runs, Path(root) / grid.folder, grid.folder

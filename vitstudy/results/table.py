@@ -24,7 +24,7 @@ from vitstudy.results.format import human, mean_std, p_text, signed, value_text
 from vitstudy.results.groups import Group, axis_value, group_runs, hashable, resolve_axes, short_axis
 from vitstudy.results.runs import DEFAULT_METRICS, Run, metric_name, runs_from_dir, runs_from_manifest
 from vitstudy.results.stats import MAX_SEEDS
-from vitstudy.runfolder import FAILURES, METRICS_FILE
+from vitstudy.runfolder import DAMAGED, FAILURES, METRICS_FILE
 
 SPEEDS = ("train_img_s", "infer_img_s")
 
@@ -87,7 +87,7 @@ class Report:
             return None
         parts = [f"{n} {s}" for s, n in sorted(bad.items())]
         errors = sorted({r.record["error"]["message"].splitlines()[0][:80] for r in g.runs
-                         if r.status in FAILURES and r.record.get("error")})
+                         if r.status in (*FAILURES, DAMAGED) and r.record.get("error")})
         why = f" ({'; '.join(errors)})" if errors else ""
         return f"{', '.join(parts)} of {sum(c.values())} seeds, not in the mean{why}"
 

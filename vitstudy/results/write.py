@@ -1,6 +1,8 @@
 """A report's files in its grid's folder: table.{md,csv,tex,html} (atomic writes, vitstudy.runfolder),
 its figures (vitstudy.results.plots), with `tuning.png` for a grid that has tuning runs, and report.html
-(vitstudy.results.page), the page that shows them all, the figures inline, with links to every run."""
+(vitstudy.results.page), the page that shows them all, the figures inline, with links to every run.
+A folder that cannot be written (full, read-only) ends the report with a StorageError naming the file:
+each file is whole, old or new (atomic writes), and report.html, written last, is the one before."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from vitstudy.results.table import Report
 def write(report: Report, out_dir: Path, plots: bool = True) -> list[Path]:
     """table.{md,csv,tex,html}, (with `plots`) the figures, and report.html in `out_dir`; returns the
     paths."""
+    try:
+        with runfolder.storage_faults(out_dir):
+            return _write(report, Path(out_dir), plots)
+    except runfolder.StorageError as e:
+        raise runfolder.StorageError(f"report not finished: {e}") from e
+
+
+def _write(report: Report, out_dir: Path, plots: bool) -> list[Path]:
     written = []
     for fmt in FORMATS:
         path = Path(out_dir) / f"table.{fmt}"

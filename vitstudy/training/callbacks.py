@@ -55,16 +55,19 @@ class RunMonitor(Callback):
 
     def __init__(self):
         self.history: list[dict] = []  # {"epoch": e, "val/acc1": ..., "val/acc5": ..., "val/loss": ...}
+        self.train_loss: float | None = None  # the latest epoch's mean training loss, as the system logs it
         self.train_images, self.train_seconds = 0, 0.0
         self._epochs_seen, self._epoch_images, self._t0 = 0, 0, 0.0
 
     # -- checkpointed state ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": self.history, "train_images": self.train_images,
+        return {"history": self.history, "train_loss": self.train_loss, "train_images": self.train_images,
                 "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state.get("history", []))
+        loss = state.get("train_loss")
+        self.train_loss = None if loss is None else float(loss)
         self.train_images = int(state.get("train_images", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
 
@@ -89,6 +92,13 @@ class RunMonitor(Callback):
                 self.train_images += self._epoch_images
                 self.train_seconds += seconds
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # before the system's own hook logs the epoch's loss (and resets its sums), and before the
+        # checkpoints are written (Lightning calls checkpoint callbacks last): a checkpoint holds it
+        steps = getattr(pl_module, "loss_steps", None)
+        if steps is not None and steps.item():
+            self.train_loss = float(pl_module.loss_sum / steps)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
@@ -98,6 +108,12 @@ class RunMonitor(Callback):
         self.history = [h for h in self.history if h["epoch"] != entry["epoch"]] + [entry]
 
     # -- results -----------------------------------------------------------------------------------
+    def final_metrics(self) -> dict[str, float]:
+        """The latest epoch's validation metrics and training loss: what a cell resumed from its final
+        checkpoint (it trains no epoch, so Lightning has logged nothing) records as its final metrics."""
+        last = {k: v for k, v in self.history[-1].items() if k != "epoch"} if self.history else {}
+        return {**last, **({"train/loss": self.train_loss} if self.train_loss is not None else {})}
+
     def best_epoch(self) -> dict:
         scored = [h for h in self.history if SELECT in h]
         return max(scored, key=lambda h: (h[SELECT], -h["epoch"])) if scored else {}

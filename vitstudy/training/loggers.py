@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from vitstudy.config.spec import RunSpec
-from vitstudy.runfolder import CKPT_FILE, TB_DIR
+from vitstudy.runfolder import CKPT_FILE, PREV_FILE, TB_DIR
 
 MLFLOW_DB = "mlflow.db"  # the default MLflow store, in the grid's folder
 
@@ -223,8 +223,6 @@ def _resumed_run(client: Any, experiment_id: str, run_dir: Path) -> str | None:
     """A cell that resumes from its checkpoint goes on in its run: the latest of its name that did not
     finish (killed, it is still "RUNNING"). A cell that starts afresh (a first or a retried attempt) gets a
     new run."""
-    from vitstudy.training.pack_checkpoint import PREV_FILE
-
     if not any((run_dir / name).exists() for name in (CKPT_FILE, PREV_FILE)):
         return None
     runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],

@@ -9,7 +9,10 @@ Every member owns its run folder as an unpacked cell does: spec.yaml, metrics.js
 plus `pack`), TensorBoard events (and the other loggers the spec names), last.ckpt after every epoch and
 best.ckpt (vitstudy.training.pack_checkpoint). A member whose training loss turns non-finite is recorded
 `diverged` at once and frozen; the others go on. A pack that is killed resumes from its members'
-checkpoints. A failure of the pack itself (out of memory, a bug) is recorded as every unfinished member's.
+checkpoints. A failure of the pack itself (out of memory, a bug) is recorded as every unfinished member's;
+a results folder that cannot be written (full, read-only) is no member's failure: `run_pack` raises a
+StorageError and the members resume once it is writable, as `run_cell`'s cell does. Files an earlier
+attempt left that cannot be read are recovered before the pack trains (vitstudy.runfolder.recover).
 
 The loop is plain PyTorch, not a Lightning Trainer: a Trainer drives one module with one optimizer and
 writes one checkpoint, where a pack needs K of each; it reuses the cell's pieces instead (the DataModule's
@@ -34,7 +37,7 @@ from vitstudy.config.spec import RunSpec
 from vitstudy.data.base import datamodule_for, epoch_sampler
 from vitstudy.models.build import build_model
 from vitstudy.models.seeding import stable_seed
-from vitstudy.runfolder import BEST_FILE, METRICS_FILE, SPEC_FILE, TRACEBACK_FILE
+from vitstudy.runfolder import BEST_FILE, SPEC_FILE, TRACEBACK_FILE
 from vitstudy.training import pack_checkpoint as ckpts
 from vitstudy.training.callbacks import SELECT, RunMonitor
 from vitstudy.training.loggers import build_loggers, finish
@@ -85,6 +88,8 @@ def run_pack(specs: list[RunSpec], run_dirs: list[Path], mode: str = "auto", rep
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - the pack's failure is every unfinished member's
+        if (fault := files.storage_error(e, Path(run_dirs[0]).parent)) is not None:
+            raise fault from e  # the folder's fault, not the members': their records stay as they are
         for m in members:
             if m.record is None:
                 m.record = _failed(m, e, start, info)
@@ -95,9 +100,11 @@ def run_pack(specs: list[RunSpec], run_dirs: list[Path], mode: str = "auto", rep
 def _prepare(spec: RunSpec, run_dir: Path) -> Member:
     """A member's spec (tuned), folder and `running` record; a member that cannot start (its tuning
     candidates failed) is recorded failed here."""
+    notes = files.recover(run_dir)
     previous = files.read_record(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    member = Member(spec, run_dir, {}, {"attempt": previous.get("attempt", 0) + 1, "resumed_from": None})
+    member = Member(spec, run_dir, {}, {"attempt": previous.get("attempt", 0) + 1, "resumed_from": None,
+                                        **({"recovered": notes} if notes else {})})
     try:
         member.spec, member.tuning = apply_tuning(spec, run_dir)
     except Exception as e:  # noqa: BLE001
@@ -105,8 +112,8 @@ def _prepare(spec: RunSpec, run_dir: Path) -> Member:
         return member
     spec_text = yaml.safe_dump(member.spec.model_dump(mode="json"), sort_keys=False)
     files.write_text(run_dir / SPEC_FILE, spec_text)
-    files.write_json(run_dir / METRICS_FILE, _record(member.spec, run_dir, status="running", wall=0.0,
-                                                     **member.attempt, **member.tuning))
+    files.write_record(run_dir, _record(member.spec, run_dir, status="running", wall=0.0, **member.attempt,
+                                        **member.tuning))
     return member
 
 
@@ -118,7 +125,7 @@ def _failed(m: Member, error: BaseException, start: float, info: dict | None) ->
                      **({"pack": info} if info else {}))
     text = "".join(traceback.format_exception(error))  # a diverged member's: the type and message only
     files.write_text(m.run_dir / TRACEBACK_FILE, text)
-    files.write_json(m.run_dir / METRICS_FILE, record)
+    files.write_record(m.run_dir, record)
     finish(m.loggers)  # the trackers' runs end, as failed
     return record
 
@@ -253,7 +260,7 @@ def _finish(members, net, data, batch, autocast, dm, info, start, global_step) -
         tracker_errors = finish(m.loggers, m.record, global_step)
         if tracker_errors:
             m.record["tracker_errors"] = tracker_errors
-        files.write_json(m.run_dir / METRICS_FILE, m.record)
+        files.write_record(m.run_dir, m.record)
         ckpts.drop_previous(m.run_dir)
 
 

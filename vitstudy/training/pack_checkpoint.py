@@ -10,7 +10,8 @@ validation history and best epoch, the throughput counters and the RNG state.
 Members write one after another, so a pack killed at an epoch's end may leave some members one epoch
 ahead. Each member therefore keeps its previous checkpoint as `prev.ckpt` (renamed, not copied, before
 the new one is written): every member can be rolled back to the pack's earliest finished epoch, which is
-where the pack resumes (`common_epoch`).
+where the pack resumes (`common_epoch`). A member with a checkpoint that cannot be read (cut short) has
+none to resume from: it restarts from scratch (vitstudy.runfolder.recover clears its folder first).
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from pathlib import Path
 import torch
 
 from vitstudy import runfolder
-from vitstudy.runfolder import CKPT_FILE
+from vitstudy.runfolder import CKPT_FILE, PREV_FILE
 
-PREV_FILE = "prev.ckpt"
 PACK_KEY = "vitstudy_pack"
 
 
@@ -47,7 +47,10 @@ def started_in_pack(run_dir: Path) -> bool:
 
 
 def saved_epochs(run_dir: Path) -> dict[int, Path]:
-    """{finished epochs: checkpoint} of a member's last.ckpt and prev.ckpt (packed ones only)."""
+    """{finished epochs: checkpoint} of a member's last.ckpt and prev.ckpt (packed ones only); none when
+    one of its checkpoints cannot be read."""
+    if runfolder.damaged_checkpoints(run_dir):
+        return {}
     out = {}
     for name in (PREV_FILE, CKPT_FILE):
         path = Path(run_dir) / name

@@ -3,11 +3,15 @@
 Writes `<run_dir>/spec.yaml`, `metrics.json` (status, spec, final metrics, best epoch, cost), TensorBoard
 events under `tb/` and `last.ckpt`, every file atomically. After testing, the best-validation checkpoint is
 tested too (the `best` part of the record) and inference is timed on one test batch. A run whose folder
-holds a `last.ckpt` but no finished `metrics.json` resumes from that checkpoint. `run_cell` never raises
-for a failing cell: it records the failure (category, message, traceback in `traceback.txt`) so the rest
-of a grid goes on. The trackers the manifest names (W&B, MLflow: vitstudy.training.loggers) get the
-record's final numbers at the end; one that fails is noted in the record (`tracker_errors`), and the cell
-goes on without it.
+holds a `last.ckpt` but no finished `metrics.json` resumes from that checkpoint; one whose metrics.json or
+checkpoints cannot be read (cut short by a copy or a crash) is recovered first (vitstudy.runfolder.recover:
+the record rebuilt, or the cell trained from scratch, and said in the record's `recovered`). `run_cell`
+never raises for a failing cell: it records the failure (category, message, traceback in `traceback.txt`)
+so the rest of a grid goes on. A results folder that cannot be written (full, read-only) is not the cell's
+failure: `run_cell` raises a StorageError and leaves the record as it was (a finished one is never
+replaced by a failed one: runfolder.write_record), so the cell resumes once the folder is writable. The
+trackers the manifest names (W&B, MLflow: vitstudy.training.loggers) get the record's final numbers at the
+end; one that fails is noted in the record (`tracker_errors`), and the cell goes on without it.
 
 One process trains many cells (a grid, in order or per worker), so what does not change between them is
 kept, never what a result depends on: the model's cost per model spec (vitstudy.models.cost.cached_cost),
@@ -35,7 +39,7 @@ from vitstudy import runfolder as files
 from vitstudy.config.spec import RunSpec
 from vitstudy.data.base import datamodule_for
 from vitstudy.models.cost import cached_cost
-from vitstudy.runfolder import BEST_FILE, CKPT_FILE, METRICS_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
+from vitstudy.runfolder import BEST_FILE, CKPT_FILE, SCHEMA_VERSION, SPEC_FILE, TRACEBACK_FILE
 from vitstudy.training.callbacks import RunMonitor, cell_callbacks, checkpoint_position
 from vitstudy.training.loggers import build_loggers, finish
 from vitstudy.training.provenance import DDP_CELL_ENV, environment
@@ -65,17 +69,30 @@ def run_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bool
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
+        if (fault := files.storage_error(e, run_dir)) is not None:
+            raise fault from e  # the folder's fault, not the cell's: no record says it failed
         category = ("diverged" if isinstance(e, DivergedError)
                     else "oom" if isinstance(e, torch.OutOfMemoryError) else "failed")
         running = files.read_record(run_dir)  # the attempt this failure ends
         record = _record(spec, run_dir, status=category, wall=time.time() - start,
                          error={"type": type(e).__name__, "message": str(e)[:2000]},
                          attempt=running.get("attempt", 1), resumed_from=running.get("resumed_from"),
-                         **packing)
+                         **_recovered(running.get("recovered")), **packing)
         if _lead():  # under DDP, rank 0 records the cell's fate
-            files.write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
-            files.write_json(run_dir / METRICS_FILE, record)
+            trace = traceback.format_exc()
+            try:
+                files.write_text(run_dir / TRACEBACK_FILE, trace)
+                files.write_record(run_dir, record)
+            except OSError as write_error:
+                if (fault := files.storage_error(write_error, run_dir)) is not None:
+                    raise fault from write_error  # the record stays as it was: the cell runs again
+                raise
         return record
+
+
+def _recovered(notes: list[str] | None) -> dict:
+    """The record's `recovered` part: what was found unreadable before the attempt, and done about it."""
+    return {"recovered": notes} if notes else {}
 
 
 def _lead() -> bool:
@@ -91,12 +108,15 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     ckpt = run_dir / CKPT_FILE
+    # what cannot be read is set aside or cleared first (rank 0 does it, before fit starts the other ranks)
+    recovered = _recovered(files.recover(run_dir) if _lead() else None)
     previous = files.read_record(run_dir)
-    attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt)}
+    attempt = {"attempt": previous.get("attempt", 0) + 1, "resumed_from": checkpoint_position(ckpt),
+               **recovered}
     if _lead():  # DDP ranks > 0 train the same cell and leave its files to rank 0
         files.write_text(run_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         running = _record(spec, run_dir, status="running", wall=0.0, **attempt, **tuning)
-        files.write_json(run_dir / METRICS_FILE, running)
+        files.write_record(run_dir, running)
     L.seed_everything(spec.seed, workers=True, verbose=False)
 
     t = spec.train
@@ -120,7 +140,8 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
                             weights_only=True)
             finally:
                 os.environ.pop(DDP_CELL_ENV, None)
-            metrics = _scalars(trainer.callback_metrics)
+            # the monitor's numbers stand in for an epoch this attempt did not train (resumed at the end)
+            metrics = dict(sorted({**monitor.final_metrics(), **_scalars(trainer.callback_metrics)}.items()))
             trainer.test(system, datamodule=dm, verbose=False)
             metrics.update(_scalars(trainer.callback_metrics))
             paths = sorted(set(system.model.attention_paths()))  # before `_measured` runs other forwards
@@ -137,7 +158,7 @@ def train_cell(spec: RunSpec, run_dir: Path, callbacks: tuple = (), progress: bo
     if tracker_errors:
         record["tracker_errors"] = tracker_errors
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes the cell's result
-        files.write_json(run_dir / METRICS_FILE, record)
+        files.write_record(run_dir, record)
     return record
 
 
@@ -240,6 +261,8 @@ def _record(spec: RunSpec, run_dir: Path, status: str, wall: float, trainer: L.T
                    (vitstudy.training.tune)
     tracker_errors done only, and only when a tracker (W&B, MLflow) failed: [{"logger", "during", "type",
                    "message"}]; the cell went on without it (vitstudy.training.loggers)
+    recovered      only when the attempt found files it could not read: one note for each and what was done
+                   (vitstudy.runfolder.recover)
     """
     if trainer is not None:
         device, count = trainer.strategy.root_device.type, trainer.num_devices

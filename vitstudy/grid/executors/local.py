@@ -4,7 +4,9 @@ spawned worker processes (one per GPU, pinned to it; on a CPU the threads are sp
 Every cell is attempted under its lock (vitstudy.grid.locks): finished cells are skipped, cells another
 process is training are deferred and waited for at the end (then skipped when that process finished
 them, or trained here when it died), interrupted cells resume from their last checkpoint, failed
-cells are reported and rerun only with `retry_failed`.
+cells are reported and rerun only with `retry_failed`. A results folder that cannot be written (full,
+read-only) stops the grid: the StorageError is raised once the cells in flight ended, and the same
+command, run again, goes on from there.
 
 Progress goes one line per event to `echo`, or to a `view` (vitstudy.grid.progress.View: the live display,
 or quiet); for a view, the cells also report their epochs while they train, from this process or, through
@@ -25,7 +27,7 @@ from vitstudy.grid import depends
 from vitstudy.grid.executors.worker import attempt, attempt_pack, init_worker
 from vitstudy.grid.packing import Unit, cpu_workers, plan_units
 from vitstudy.grid.progress import Progress, View, survey
-from vitstudy.runfolder import FAILURES
+from vitstudy.runfolder import FAILURES, StorageError
 
 
 def cells_at_once() -> int:
@@ -138,7 +140,7 @@ def _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, worker
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                              initargs=(devices, threads, events, progress.view is not None)) as pool:
         futures = {pool.submit(*_pool_call(unit, dirs, retry_failed, pack)): unit for unit in units}
-        pending, stop = set(futures), False
+        pending, stop, fault = set(futures), False, None
         while pending:
             # the workers' events are read between waits, as often as a live display repaints
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
@@ -147,6 +149,11 @@ def _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, worker
                 unit = futures[future]
                 try:
                     results = future.result()
+                except StorageError as e:  # no cell can end well in a folder that cannot be written
+                    fault, stop = fault or e, True
+                    for f in pending:
+                        f.cancel()
+                    continue
                 except Exception as e:  # noqa: BLE001 - a worker died (segfault, OOM killer)
                     # the cells' records still say "running": the next run-grid resumes them
                     results = [("worker died", {"error": {"message": repr(e)}}, True)] * len(unit.cells)
@@ -159,6 +166,8 @@ def _pool(units, dirs, progress, deferred, fail_fast, retry_failed, pack, worker
                     for f in pending:
                         f.cancel()
             pending = {f for f in pending if not f.cancelled()}
+    if fault is not None:
+        raise fault
     return stop
 
 

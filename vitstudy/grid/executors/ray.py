@@ -19,7 +19,7 @@ from vitstudy import threads
 from vitstudy.config.manifest import Grid
 from vitstudy.grid import depends
 from vitstudy.grid.progress import Progress, survey
-from vitstudy.runfolder import FAILURES
+from vitstudy.runfolder import FAILURES, StorageError
 
 
 def _task(spec, run_dir: str, retry_failed: bool, wait_for_lock: bool):
@@ -77,6 +77,8 @@ def run_ray(grid: Grid, out: Path, address: str | None = None, retry_failed: boo
             cell = waiting.pop(ready[0])
             try:
                 outcome, record, trained = ray.get(ready[0])
+            except StorageError:  # the results folder cannot be written: stop (ray's error is also one)
+                raise
             except Exception as e:  # noqa: BLE001 - the task's process died (after max_retries)
                 outcome, record, trained = "worker died", {"error": {"message": repr(e)}}, True
             if outcome == "locked":  # another process trains it: wait for it in a task of its own

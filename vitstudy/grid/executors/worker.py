@@ -1,6 +1,8 @@
 """One attempt at one cell, as run by the local executor in its own process or in a spawned worker:
 take the cell's lock, skip it if it is finished (or failed, unless retrying), else train it with
 `training.run.run_cell`, which resumes from last.ckpt when an earlier attempt was interrupted.
+A results folder that cannot be written (full, read-only) ends the attempt with a StorageError
+(vitstudy.runfolder), never a record that says the cell failed: the executor stops the grid.
 
 The executor hears of each cell that starts and, for a live display, of its progress while it trains
 (vitstudy.training.progress_events): through callbacks in its own process, or, from a spawned worker,
@@ -13,13 +15,12 @@ and its CPU threads before torch loads.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from vitstudy import runfolder as files
 from vitstudy.grid.locks import CellLock
-from vitstudy.runfolder import FAILURES, HOLDER_FILE, LOCK_FILE, METRICS_FILE
+from vitstudy.runfolder import FAILURES
 
 _EVENTS: Any = None  # in a spawned worker: a queue to announce the cells it starts (and their progress)
 _LIVE = False  # in a spawned worker: whether the executor shows its cells' progress
@@ -64,6 +65,16 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
     or the status of this attempt ("done", "failed", "diverged", "oom"). `progress`: Lightning's own bar
     (None: the spec's choice); `on_progress`: where the cell's progress goes, in this process."""
     run_dir = Path(run_dir)
+    try:
+        with files.storage_faults(run_dir):
+            return _attempt(spec, run_dir, retry_failed, progress, timeout, on_start, pack, on_progress)
+    except files.StorageError as e:
+        raise files.StorageError(f"stopped at {run_dir.name}: {e}") from e
+
+
+def _attempt(spec: Any, run_dir: Path, retry_failed: bool, progress: bool | None, timeout: float,
+             on_start: Callable[[str], None] | None, pack: str | int | None,
+             on_progress: Callable[[str, dict], None] | None) -> tuple[str, dict | None, bool]:
     lock = CellLock(run_dir)
     if not lock.acquire(timeout=timeout):
         return "locked", None, False
@@ -75,7 +86,7 @@ def attempt(spec: Any, run_dir: str | Path, retry_failed: bool = False, progress
         if status in FAILURES:
             if not retry_failed:
                 return status, record, False
-            _clear(run_dir)  # a retry starts afresh: a failed cell's checkpoint may be what failed
+            files.clear_attempt(run_dir)  # a retry starts afresh: a failed checkpoint may be what failed
         _announce(run_dir.name, on_start)
         send = _progress_sink(on_progress)
         from vitstudy.training.pack_checkpoint import started_in_pack
@@ -115,14 +126,6 @@ def _progress_sink(on_progress: Callable[[str, dict], None] | None) -> Callable[
     return None
 
 
-def _clear(run_dir: Path) -> None:
-    """Everything of a failed attempt but its lock and its record (which counts the attempts)."""
-    for path in run_dir.iterdir():
-        if path.name in (LOCK_FILE, HOLDER_FILE, METRICS_FILE):
-            continue
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: str | int = "auto",
                  timeout: float = 0, on_start: Callable[[str], None] | None = None,
                  on_progress: Callable[[str, dict], None] | None = None
@@ -131,6 +134,16 @@ def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: 
     lock, skipped or not retried as `attempt` would; the rest train together. One (outcome, record,
     trained here) per cell, in order."""
     run_dirs = [Path(d) for d in run_dirs]
+    try:
+        with files.storage_faults(run_dirs[0].parent if run_dirs else None):
+            return _attempt_pack(specs, run_dirs, retry_failed, mode, timeout, on_start, on_progress)
+    except files.StorageError as e:
+        raise files.StorageError(f"stopped at the pack of {', '.join(d.name for d in run_dirs)}: {e}") from e
+
+
+def _attempt_pack(specs: list, run_dirs: list[Path], retry_failed: bool, mode: str | int, timeout: float,
+                  on_start: Callable[[str], None] | None, on_progress: Callable[[str, dict], None] | None
+                  ) -> list[tuple[str, dict | None, bool]]:
     locks = [CellLock(d) for d in run_dirs]
     outcomes: list = [None] * len(specs)
     held = []
@@ -147,7 +160,7 @@ def attempt_pack(specs: list, run_dirs: list, retry_failed: bool = False, mode: 
             elif status in FAILURES and not retry_failed:
                 outcomes[i] = (status, record, False)
             elif status in FAILURES:
-                _clear(run_dir)
+                files.clear_attempt(run_dir)
         todo = [i for i, o in enumerate(outcomes) if o is None]
         for i in todo:
             _announce(run_dirs[i].name, on_start)
