@@ -1,4 +1,4 @@
-"""Reading a manifest, bounded (vitstudy.config.yaml_lines, manifest, manifest_rules.includes): a regular
+"""Reading a manifest, bounded (vitstudy.config.yaml_lines, manifest, manifest_include): a regular
 file of UTF-8 text under the size cap, parsed once, no repeated keys, aliases bounded, typed top-level
 values, include paths inside the project. Every bad case goes through the front door (`vitstudy plan`,
 some also `run-grid`): exit 2, no traceback, nothing written, a message naming the file, the line and key
@@ -14,7 +14,7 @@ import pytest
 
 from vitstudy.config.cells import make_run_id
 from vitstudy.config.manifest import ManifestError, load, parse
-from vitstudy.config.manifest_rules import INCLUDE_ROOT_ENV
+from vitstudy.config.manifest_include import INCLUDE_ROOT_ENV
 from vitstudy.config.yaml_lines import MAX_BYTES, MAX_NODES
 
 VALID = "defaults:\n  model: {preset: vit_micro}\n  data: {dataset: digits}\n"

@@ -88,7 +88,8 @@ each naming the file, the line where known, the dotted key path, the bad value a
 (vitstudy.config.errors). Only this layer reads YAML (vitstudy.config.yaml_lines), bounded: a regular
 file of UTF-8 text of at most 1 MiB, parsed once, at most 10,000 values counting what aliases repeat, no
 key twice in a mapping. This module reads a manifest into its parts; the grid's axes are
-vitstudy.config.manifest_grid, the other parts vitstudy.config.manifest_rules, their expansion into cells
+vitstudy.config.manifest_grid, its includes vitstudy.config.manifest_include, the other parts
+vitstudy.config.manifest_rules, their expansion into cells
 vitstudy.config.manifest_expand, one cell's spec vitstudy.config.manifest_resolve, and Cell, Grid and
 run ids vitstudy.config.cells.
 """
@@ -105,7 +106,7 @@ from vitstudy.config.budget import CostFn
 from vitstudy.config.cells import Cell, Grid, make_run_id
 from vitstudy.config.errors import Bad, ManifestError, Problem, Problems, shown
 from vitstudy.config.manifest_expand import Parts, check_rules_used, expand
-from vitstudy.config.manifest_rules import INCLUDE_ROOT_ENV, include_base
+from vitstudy.config.manifest_include import INCLUDE_ROOT_ENV, include_base, includes
 from vitstudy.config.yaml_lines import read_file, read_yaml
 from vitstudy.registry import unknown_name
 
@@ -172,8 +173,8 @@ def _parse(text: str, file: str | Path, reading: _Reading, stack: tuple[Path, ..
     problems = Problems(file, lines.line)
     name = _name(raw, file, problems.bad)
     description = _description(raw.get("description"), problems.bad)
-    included = manifest_rules.includes(raw.get("include"), file, stack, problems,
-                                       lambda path, inside: _load(path, reading, inside), reading.roots)
+    included = includes(raw.get("include"), file, stack, problems,
+                        lambda path, inside: _load(path, reading, inside), reading.roots)
     m = _read_parts(raw, name, reading.smoke, bool(included), problems.bad)
     problems.check()
     cells, used = expand(m, problems, reading.cost)
