@@ -8,13 +8,13 @@ attention path) may stay on a model whose components ignore them; `canonical_opt
 option to its unset value, so that it cannot give one model two run ids. Any other option set for a
 component that does not take it is an error.
 
-Values are strict (StrictModel): no value is converted into another type (a bool is not an int, "3" is
-not a number, 3.5 is not an int), with two exceptions that lose nothing: an int where a float is
-expected (`lr: 1`, as YAML writes it) and a list where a tuple is expected (YAML and JSON have no
-tuples). Every float is finite, and every size lies between 1 and a bound generous for research
-(`SIZE_LIMITS`) that keeps a typo from asking for a model no machine could hold or even count. A check
-across fields raises errors.SpecError naming the fields at fault, so the manifest layer reports it at
-the line of the value that set them.
+Values are strict (vitstudy.config.strict.StrictModel): no value is converted into another type (a bool
+is not an int, "3" is not a number, 3.5 is not an int), with two exceptions that lose nothing: an int
+where a float is expected (`lr: 1`, as YAML writes it) and a list where a tuple is expected (YAML and
+JSON have no tuples). Every float is finite, and every size lies between 1 and a bound generous for
+research (`SIZE_LIMITS`) that keeps a typo from asking for a model no machine could hold or even count. A
+check across fields raises errors.SpecError naming the fields at fault, so the manifest layer reports it
+at the line of the value that set them.
 """
 
 from __future__ import annotations
@@ -22,43 +22,11 @@ from __future__ import annotations
 from math import prod
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    model_validator,
-)
+from pydantic import Field, PositiveFloat, model_validator
 
 from vitstudy.config.errors import SpecError
-from vitstudy.registry import CHANNEL_MIXERS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS, Registry
-
-
-class StrictModel(BaseModel):
-    """A spec section: misspelt options are errors (`extra="forbid"`), values never change after
-    validation (`frozen=True`, so a spec is hashable), are never converted from another type
-    (`strict=True`; an int is taken where a float is expected) and are finite (`allow_inf_nan=False`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
-                              protected_namespaces=())
-
-
-def upto(limit: int, least: int = 1) -> Any:
-    """An int from `least` (1: a positive int, as pydantic's PositiveInt says it) to `limit`."""
-    return Annotated[int, Field(gt=0, le=limit) if least == 1 else Field(ge=least, le=limit)]
-
-
-def as_tuple(value: Any) -> Any:
-    """A list as a tuple (YAML and JSON have no tuples); anything else as it is, for validation to judge."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def listed(item: Any, most: int, least: int = 1) -> Any:
-    """A tuple of `least` to `most` items, also given as a list."""
-    return Annotated[tuple[item, ...], BeforeValidator(as_tuple), Field(min_length=least, max_length=most)]
-
+from vitstudy.config.strict import StrictModel, listed, registry_name, upto
+from vitstudy.registry import CHANNEL_MIXERS, HEADS, MIXERS, NORMALIZERS, POSITIONS, TOKENIZERS
 
 # The largest value of each size (a token grid side, a width, a kernel): ViT-22B is 6144 wide and 48
 # deep; a 255×255 kernel makes 65,025 heads in the conv → attention transfer, within num_heads' bound.
@@ -68,16 +36,6 @@ MAX_TOKENS = 1 << 20  # (img_size / patch_size)²: a 1024×1024 token grid
 Width = upto(SIZE_LIMITS["width"])
 Kernel = upto(SIZE_LIMITS["kernel"])
 Ratio = Annotated[float, Field(gt=0, le=SIZE_LIMITS["ratio"])]
-
-
-def registry_name(registry: Registry) -> Any:
-    """A str type that must be a name in `registry` (the error lists the valid names)."""
-
-    def check(value: str) -> str:
-        registry.entry(value)
-        return value
-
-    return Annotated[str, AfterValidator(check)]
 
 
 TokenizerName = registry_name(TOKENIZERS)

@@ -20,17 +20,10 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BeforeValidator, Field, PositiveFloat, field_validator, model_validator
 
 from vitstudy.config.errors import SpecError, shown
-from vitstudy.config.model_spec import (
-    SIZE_LIMITS,
-    ModelSpec,
-    StrictModel,
-    as_tuple,
-    listed,
-    registry_name,
-    upto,
-)
+from vitstudy.config.model_spec import SIZE_LIMITS, ModelSpec
 from vitstudy.config.phases import MASK_VALUE, TRANSFERS
 from vitstudy.config.recipes import RECIPES
+from vitstudy.config.strict import StrictModel, as_tuple, listed, registry_name, upto
 from vitstudy.registry import DATASETS, unknown_name
 
 # Sections of a RunSpec that never change a result: excluded from the run id's hash.
